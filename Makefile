@@ -1,0 +1,39 @@
+# agegender: every target creates the virtual environment it needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DATA_DIR ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-fast tables audit-sample clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+install: $(STAMP)  ## create .venv and install the package (editable, with test extras)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
+	@touch $(STAMP)
+
+demo: install  ## generate faces and train through the whole path at smoke scale (< 5 min on 2 cores)
+	$(PY) -m agegender.demo --out build/demo
+
+test: install  ## run the whole test suite (slow tests included; < 15 min on 2 cores)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## run the tests that do not train or touch thousands of files
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+tables: install  ## regenerate results/tables and results/README.md from run records and published figures
+	$(PY) -m results
+
+audit-sample: install  ## audit the real UTKFace sample in ../shared/data
+	$(PY) -m agegender.data audit utkface --data-dir ../shared/data/utkface/sample --protocol speziali
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build .pytest_cache

@@ -1,0 +1,859 @@
+"""Procedural faces: the embedded default dataset, written in each real dataset's native layout.
+
+Users without the real datasets (and CI, and ``make demo``) train on these faces; the real
+readers read them unchanged because every layout reproduces the real file names, label files
+and folder structure.
+
+Generative model
+----------------
+A face is an *identity* (fixed look of one person) rendered at an *age* with per-image
+nuisance. The labels drive these cues, all with random jitter so no single one decides:
+
+- race -> skin tone (lightness and hue: white pinkish-light, asian yellowish-light, indian
+  brown, black dark brown, others intermediate), hair colour palette (blond/red/brown only
+  for white; black or dark brown otherwise), hair texture (tight curls for black), eye shape
+  (narrower for asian), nose width (wider for black), iris colour (light only for white);
+- gender -> hair style (long for most women, short for most men, with exceptions), jaw
+  (wider and squarer for men), brow thickness, lip colour (lipstick on many adult women),
+  beard or stubble for some adult men, earrings and blush for some women;
+- age, continuously over 0-100 years -> head proportions (children: rounder and smaller
+  head, features lower on the face, larger eyes, small nose and mouth), skin (children
+  lighter and pinker, desaturating with age), hair greying (individual onset around 42),
+  receding hairline and baldness for some men, wrinkles (forehead, crow's feet,
+  nasolabial folds, eye bags from the late twenties on, deepening with age), age spots,
+  reading glasses more often when older.
+
+Nuisance: background colour and texture (flat, blotchy or striped), clothing colour, head
+position, scale and rotation, lighting gradient, brightness, contrast and colour cast,
+blur, pixel noise, glasses, smile.
+
+Layouts written by :func:`synthesize`
+-------------------------------------
+``utkface``
+    ``<out>/<age>_<gender>_<race>_<timestamp>.jpg.chip.jpg`` (200x200), ages 1-100 skewed
+    toward 20-40 with a bump of babies, 17-digit unique timestamps like the real ones.
+``adience``
+    ``<out>/fold_{0..4}_data.txt`` (the real header, tab-separated) and images at
+    ``<out>/aligned/<user_id>/landmark_aligned_face.<face_id>.<original_image>`` (256x256).
+    Users (Flickr ids) own several images of one to three persons (``face_id``) and belong to
+    one fold only; ages are the 8 canonical group strings, gender ``m``/``f``. With
+    ``adience_folds_dir`` the real fold files' rows are copied verbatim instead (all of them,
+    or, when ``n`` is smaller, ``n`` rows taken round-robin from the start of each fold so
+    all five folds keep rows) and one image is drawn per distinct image path from that row's
+    labels; stray ages such as ``(38, 48)`` or ``35`` are drawn inside the stated range, and
+    ``None``/unknown gender get a plausible random value.
+``celeba``
+    ``<out>/img_align_celeba/000001.jpg ...`` (178x218), ``list_attr_celeba.txt`` (count, the
+    40 names, rows of space-aligned 1/-1), ``list_eval_partition.txt`` (contiguous blocks in
+    the official 162770/19867/19962 proportions, identity-disjoint) and
+    ``identity_CelebA.txt`` (several images per identity). ``Male``, ``Young`` (age < 40),
+    ``Eyeglasses``, ``Smiling``, ``Gray_Hair``, ``Bald``, beards, hair colours, lipstick and
+    earrings follow the drawn face; the other attributes are random.
+``imdb_wiki``
+    ``<out>/imdb_crop/<NN>/nm<id>_rm<id>_<Y-M-D>_<year>.jpg`` (256x256) and
+    ``<out>/imdb_crop/imdb.mat`` with the real MATLAB struct nesting (``dob`` as datenums,
+    ``photo_taken``, ``full_path``, ``gender`` 1 male / 0 female / some NaN, ``face_score``
+    with a few ``-inf``, ``second_face_score`` mostly NaN, ``name``, ``celeb_id``,
+    ``face_location``; ``celeb_names``). Birthdays fall in January-June so that the common
+    age formulas (``photo_taken - birth year``, with or without the mid-year correction)
+    all give the drawn age.
+
+Everything is seeded: the same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from agegender.errors import DataError
+from agegender.data.samples import ADIENCE_AGE_GROUPS, GENDERS, RACES
+
+LAYOUTS = ("utkface", "adience", "celeba", "imdb_wiki")
+
+_LAYOUT_ID = {name: i + 1 for i, name in enumerate(LAYOUTS)}
+_DEFAULT_SIZE = {"utkface": 200, "adience": 256, "celeba": 178, "imdb_wiki": 256}
+
+_SKIN = np.array([(236, 192, 168), (112, 72, 50), (232, 198, 150), (176, 122, 86), (204, 158, 118)], float)
+_HAIR = {  # name -> rgb
+    "black": (22, 20, 20), "dark_brown": (58, 40, 30), "brown": (104, 70, 44),
+    "light_brown": (150, 110, 70), "blond": (218, 186, 122), "red": (158, 72, 36),
+}
+_HAIR_NAMES = tuple(_HAIR)
+_HAIR_P = np.array([  # per race, over _HAIR_NAMES
+    (0.14, 0.28, 0.24, 0.12, 0.16, 0.06),
+    (0.86, 0.14, 0.0, 0.0, 0.0, 0.0),
+    (0.90, 0.10, 0.0, 0.0, 0.0, 0.0),
+    (0.84, 0.16, 0.0, 0.0, 0.0, 0.0),
+    (0.45, 0.40, 0.15, 0.0, 0.0, 0.0),
+])
+_IRIS = ((60, 40, 25), (40, 28, 20), (70, 110, 160), (80, 120, 80), (110, 90, 60))
+_GREY = np.array((208, 208, 212), float)
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
+_CELEBA_PRIOR = {
+    "Arched_Eyebrows": 0.27, "Attractive": 0.51, "Big_Lips": 0.24, "Big_Nose": 0.23, "Blurry": 0.05,
+    "Bushy_Eyebrows": 0.14, "Chubby": 0.06, "Double_Chin": 0.05, "High_Cheekbones": 0.45,
+    "Narrow_Eyes": 0.12, "Oval_Face": 0.28, "Pointy_Nose": 0.28, "Straight_Hair": 0.21, "Wavy_Hair": 0.32,
+    "Wearing_Hat": 0.05, "Wearing_Necklace": 0.12, "Wearing_Necktie": 0.07,
+}
+_ADIENCE_HEADER = ("user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\t"
+                   "fiducial_yaw_angle\tfiducial_score")
+_ADIENCE_GROUP_P = np.array((0.14, 0.12, 0.12, 0.09, 0.28, 0.13, 0.06, 0.06))
+_ADIENCE_GROUP_AGES = ((0.3, 2.5), (4, 6.9), (8, 12.9), (15, 20.9), (25, 32.9), (38, 43.9), (48, 53.9), (60, 90))
+_FIRST = ("James", "Mary", "John", "Anna", "Robert", "Linda", "Michael", "Sofia", "David", "Grace", "Ken", "Mei",
+          "Raj", "Priya", "Omar", "Lena", "Carlos", "Ines", "Kwame", "Ama", "Yuki", "Hiro", "Ivan", "Olga")
+_LAST = ("Smith", "Garcia", "Chen", "Patel", "Okafor", "Muller", "Rossi", "Kim", "Nguyen", "Silva", "Khan",
+         "Novak", "Brown", "Tanaka", "Haddad", "Jensen", "Lopez", "Singh", "Mensah", "Ivanova")
+
+
+# --------------------------------------------------------------------------------------------
+# drawing
+
+
+def _mix(c1, c2, t):
+    return tuple(np.asarray(c1, float) * (1 - t) + np.asarray(c2, float) * t)
+
+
+def _rgb(c, alpha=None):
+    c = tuple(int(round(min(255.0, max(0.0, v)))) for v in c)
+    return c if alpha is None else c + (int(round(min(255.0, max(0.0, alpha)))),)
+
+
+def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
+    """The fixed look of one person (everything that does not change with age or photo)."""
+    male = gender == 0
+    skin = _SKIN[race] * rng.uniform(0.9, 1.08) + rng.normal(0, 6, 3)
+    hair_name = _HAIR_NAMES[rng.choice(len(_HAIR_NAMES), p=_HAIR_P[race])]
+    hair = np.asarray(_HAIR[hair_name], float) + rng.normal(0, 8, 3)
+    if male:
+        style = rng.choice(["short", "medium", "long"], p=[0.86, 0.09, 0.05])
+    else:
+        style = rng.choice(["long", "bob", "short"], p=[0.8, 0.1, 0.1])
+        if race == 1 and style == "long" and rng.random() < 0.5:
+            style = "afro"
+    if race == 0:
+        iris = _IRIS[rng.choice(5, p=[0.3, 0.15, 0.3, 0.15, 0.1])]
+    else:
+        iris = _IRIS[rng.choice([0, 1, 4], p=[0.45, 0.45, 0.1])]
+    return {
+        "gender": int(gender), "race": int(race), "skin": skin, "hair_name": hair_name, "hair": hair,
+        "style": str(style), "iris": iris,
+        "aspect": rng.normal(0.8 if male else 0.76, 0.02),
+        "jaw": rng.normal(3.2 if male else 2.05, 0.2),
+        "brow": rng.normal(1.0 if male else 0.5, 0.08),
+        "eye_open": rng.normal(0.42 if race == 2 else 0.62, 0.04),
+        "nose_w": rng.normal({1: 0.25, 3: 0.2}.get(race, 0.17), 0.015),
+        "mouth_w": rng.normal(0.3 if male else 0.28, 0.02),
+        "grey_onset": rng.normal(42, 6),
+        "wrinkle": rng.uniform(0.75, 1.25),
+        "bald_onset": rng.normal(38, 8) if (male and rng.random() < 0.4) else 1e9,
+        "beard": str(rng.choice(["none", "stubble", "full", "goatee", "mustache"],
+                                p=[0.5, 0.2, 0.15, 0.08, 0.07])) if male else "none",
+        "lipstick": (not male) and rng.random() < 0.65,
+        "earrings": (not male) and rng.random() < 0.35,
+        "fringe": rng.random() < (0.35 if not male else 0.15),
+        "glasses_p": rng.random(),
+    }
+
+
+def _background(rng, w, h, small):
+    out_size = (w, h)
+    w, h = max(8, int(w / small)), max(8, int(h / small))
+    kind = rng.choice(3, p=[0.35, 0.4, 0.25])
+    base = rng.uniform(20, 235, 3)
+    if kind == 0:
+        img = np.broadcast_to(base, (h, w, 3)).astype(float)
+    elif kind == 1:
+        g = rng.integers(3, 7)
+        grid = np.clip(base + rng.normal(0, 40, (g, g, 3)), 0, 255).astype(np.uint8)
+        img = np.asarray(Image.fromarray(grid).resize((w, h), Image.BILINEAR), float)
+    else:
+        period = rng.uniform(0.05, 0.25) * w
+        theta = rng.uniform(0, np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        s = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)
+        other = rng.uniform(20, 235, 3)
+        img = base + (other - base) * (0.5 + 0.5 * s[..., None]) * rng.uniform(0.3, 0.8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ang = rng.uniform(0, 2 * np.pi)
+    grad = 1 + rng.uniform(0, 0.3) * ((xx / w - 0.5) * np.cos(ang) + (yy / h - 0.5) * np.sin(ang))
+    small_img = Image.fromarray(np.clip(img * grad[..., None], 0, 255).astype(np.uint8))
+    return small_img.resize(out_size, Image.BILINEAR)
+
+
+def _head_outline(cx, cy, a, b, jaw, n=48):
+    pts = []
+    for t in np.linspace(0, 2 * np.pi, n, endpoint=False):
+        c, s = np.cos(t), np.sin(t)
+        if s > 0:
+            e = 2.0 / jaw
+            x = a * np.sign(c) * abs(c) ** e * (1 - 0.12 * s ** 2)
+            y = b * abs(s) ** (2.0 / max(2.0, jaw * 0.8))
+        else:
+            x, y = a * c, b * s
+        pts.append((cx + x, cy + y))
+    return pts
+
+
+def _render(ident: dict, age: float, rng: np.random.Generator, width: int, height: int):
+    """Draw ``ident`` at ``age``: returns (uint8 HxWx3 image, dict of visible traits)."""
+    age = float(np.clip(age, 0.0, 110.0))
+    male = ident["gender"] == 0
+    child = float(np.clip((16.0 - age) / 15.0, 0.0, 1.0))
+    adult = 1.0 - child
+    oldness = float(np.clip((age - 25.0) / 55.0, 0.0, 1.2))
+
+    ss = max(1, math.ceil(128 / min(width, height)))
+    margin = 0.12
+    W, H = int(round(width * ss * (1 + 2 * margin))), int(round(height * ss * (1 + 2 * margin)))
+    u = min(width, height) * ss
+    img = _background(rng, W, H, ss)
+    d = ImageDraw.Draw(img, "RGBA")
+
+    cx = W / 2 + rng.normal(0, 0.035) * u
+    cy = H / 2 + rng.normal(0.02, 0.03) * u
+    scale = rng.uniform(0.9, 1.08) * (0.86 + 0.14 * adult)
+    b = 0.33 * u * scale
+    a = b * (ident["aspect"] + 0.13 * child)
+    jaw = ident["jaw"] * (1 - 0.6 * child) + 2.0 * 0.6 * child
+
+    skin = np.asarray(ident["skin"], float)
+    skin = np.asarray(_mix(skin, (255, 214, 198), 0.22 * child))
+    lum = skin.mean()
+    skin = lum + (skin - lum) * (1 - 0.45 * min(oldness, 1.0)) + 6 * min(oldness, 1.0)
+    shade = skin * 0.78
+    dark = skin * 0.6
+
+    grey = float(np.clip((age - ident["grey_onset"]) / 28.0, 0, 1))
+    hair = np.asarray(_mix(ident["hair"], _GREY, grey))
+    bald = float(np.clip((age - ident["bald_onset"]) / 25.0, 0, 1))
+    style = ident["style"]
+    if age < 2.5:
+        style = "baby"
+    elif age < 10 and style in ("long", "afro") and rng.random() < 0.3:
+        style = "bob"
+
+    # clothing and shoulders
+    cloth = rng.uniform(15, 240, 3)
+    d.ellipse([cx - a * 2.6, cy + b * 1.35, cx + a * 2.6, cy + b * 3.6], fill=_rgb(cloth))
+    # long hair behind the head
+    if style == "long":
+        length = b * rng.uniform(1.2, 1.7)
+        d.rounded_rectangle([cx - a * 1.28, cy - b * 0.95, cx + a * 1.28, cy + length], radius=a * 0.6,
+                            fill=_rgb(hair * 0.9))
+    elif style == "afro":
+        d.ellipse([cx - a * 1.55, cy - b * 1.35, cx + a * 1.55, cy + b * 0.75], fill=_rgb(hair))
+    elif style == "bob":
+        d.rounded_rectangle([cx - a * 1.18, cy - b * 0.95, cx + a * 1.18, cy + b * 0.7], radius=a * 0.5,
+                            fill=_rgb(hair * 0.9))
+    elif style == "medium":
+        d.rounded_rectangle([cx - a * 1.1, cy - b * 0.95, cx + a * 1.1, cy + b * 0.35], radius=a * 0.5,
+                            fill=_rgb(hair * 0.9))
+    # neck and ears
+    neck_w = a * (0.55 if male else 0.45)
+    d.rectangle([cx - neck_w, cy + b * 0.5, cx + neck_w, cy + b * 1.7], fill=_rgb(shade))
+    ey = cy + b * (0.02 + 0.17 * child)
+    for side in (-1, 1):
+        ex0 = cx + side * a * 0.97
+        d.ellipse([ex0 - a * 0.13, ey - b * 0.12, ex0 + a * 0.13, ey + b * 0.2], fill=_rgb(skin * 0.92))
+        if ident["earrings"] and age > 12:
+            d.ellipse([ex0 - a * 0.04, ey + b * 0.2, ex0 + a * 0.04, ey + b * 0.28], fill=(230, 200, 90))
+    # head
+    outline = _head_outline(cx, cy, a, b, jaw)
+    d.polygon(outline, fill=_rgb(skin))
+    # hair cap on top with hairline (receding with baldness)
+    hair_y = cy - b * (0.5 - 0.06 * child) - b * 0.35 * bald
+    if style != "baby":
+        cap = Image.new("L", (W, H), 0)
+        cd = ImageDraw.Draw(cap)
+        top_extra = 0.12 if ident["race"] == 1 or style == "afro" else 0.06
+        if bald < 0.75:
+            cd.ellipse([cx - a * 1.08, cy - b * (1.0 + top_extra), cx + a * 1.08, cy + b * 0.6], fill=255)
+            cd.rectangle([0, hair_y, W, H], fill=0)
+            if bald < 0.3 and ident["fringe"]:
+                cd.ellipse([cx - a * 0.95, hair_y - b * 0.2, cx + a * 0.3, hair_y + b * 0.22], fill=255)
+        # sides above the ears
+        for side in (-1, 1):
+            sx = cx + side * a * 0.93
+            cd.ellipse([sx - a * 0.16, cy - b * 0.6, sx + a * 0.16, ey - b * 0.02], fill=255)
+        cap_alpha = Image.new("L", (W, H), 0)
+        cap_alpha.paste(cap, (0, 0))
+        img.paste(Image.new("RGB", (W, H), _rgb(hair)), (0, 0), cap_alpha)
+        d = ImageDraw.Draw(img, "RGBA")
+        n_strands = int(12 + 10 * (1 - bald))
+        for _ in range(n_strands):
+            t = rng.uniform(-0.9, 0.9)
+            x0 = cx + t * a
+            y0 = cy - b * np.sqrt(max(0.0, 1 - t * t)) * rng.uniform(0.85, 1.0)
+            col = hair * rng.uniform(0.6, 1.35)
+            if ident["race"] == 1:
+                r = u * 0.008
+                d.ellipse([x0 - r, y0 - r + b * 0.1, x0 + r, y0 + r + b * 0.1], fill=_rgb(col, 200))
+            else:
+                d.line([x0, y0, x0 + t * a * 0.25, y0 + b * 0.25], fill=_rgb(col, 150), width=max(1, int(u * 0.006)))
+    else:
+        d.ellipse([cx - a * 0.8, cy - b * 1.0, cx + a * 0.8, cy - b * 0.5], fill=_rgb(hair, 70))
+
+    # eyes
+    ex = a * (0.4 + 0.02 * child)
+    er = a * (0.17 + 0.07 * child)
+    ev = er * (ident["eye_open"] + 0.12 * child)
+    for side in (-1, 1):
+        x = cx + side * ex
+        d.ellipse([x - er, ey - ev, x + er, ey + ev], fill=(242, 240, 236))
+        ir = ev * (0.9 + 0.1 * child)
+        d.ellipse([x - ir, ey - ir, x + ir, ey + ir], fill=_rgb(ident["iris"]))
+        pr = ir * 0.45
+        d.ellipse([x - pr, ey - pr, x + pr, ey + pr], fill=(10, 10, 12))
+        d.arc([x - er, ey - ev, x + er, ey + ev], 180, 360, fill=_rgb(dark * 0.7), width=max(1, int(u * 0.008)))
+        # brows
+        by = ey - ev - b * (0.1 + 0.03 * adult)
+        bt = max(1, int(u * 0.012 * ident["brow"] * (0.6 + 0.4 * adult)))
+        bcol = _mix(hair * 0.8, dark * 0.5, 0.35)
+        d.line([x - er * 1.1, by + b * 0.02, x, by - b * 0.015, x + er * 1.1, by + b * 0.02],
+               fill=_rgb(bcol), width=bt, joint="curve")
+    # nose
+    ny = cy + b * (0.32 + 0.1 * child)
+    nw = a * ident["nose_w"] * (0.7 + 0.3 * adult) * (1 + 0.1 * oldness)
+    lw = max(1, int(u * 0.007))
+    d.line([cx + nw * 0.3, ey + b * 0.05, cx + nw * 0.5, ny - b * 0.05], fill=_rgb(shade, 160), width=lw)
+    d.arc([cx - nw, ny - b * 0.07, cx + nw, ny + b * 0.05], 0, 180, fill=_rgb(dark), width=lw)
+    for side in (-1, 1):
+        x = cx + side * nw * 0.55
+        d.ellipse([x - nw * 0.22, ny - b * 0.015, x + nw * 0.22, ny + b * 0.025], fill=_rgb(dark * 0.8))
+    # mouth
+    my = cy + b * (0.6 + 0.06 * child)
+    mw = a * ident["mouth_w"] * (0.75 + 0.25 * adult)
+    lipstick = ident["lipstick"] and age >= 15
+    lip = np.array((178, 48, 70)) * rng.uniform(0.85, 1.1) if lipstick else np.asarray(
+        _mix(skin * (0.82, 0.58, 0.58), (200, 90, 100), 0.3 if not male else 0.0))
+    smile = rng.random() < 0.45
+    lh = b * (0.05 if male else 0.065)
+    # beard
+    beard = ident["beard"] if age >= 17 else "none"
+    bc = hair * 0.9
+    if beard == "stubble":
+        m = int(u * 0.6)
+        t, rr = rng.uniform(0.1, np.pi - 0.1, m), rng.uniform(0.75, 1.0, m)
+        xs, ys = cx + a * 0.95 * rr * np.cos(t), cy + b * (0.35 + 0.6 * rr * np.sin(t))
+        r, col = u * 0.004, _rgb(bc, 130)
+        for x, y in zip(xs.tolist(), ys.tolist()):
+            d.ellipse([x - r, y - r, x + r, y + r], fill=col)
+    elif beard in ("full", "goatee"):
+        if beard == "full":
+            pts = [p for p in outline if p[1] > ny - b * 0.05]
+            pts = sorted(pts, key=lambda p: np.arctan2(p[1] - cy, p[0] - cx))
+            d.polygon(pts + [(cx - mw * 1.2, ny + b * 0.06), (cx + mw * 1.2, ny + b * 0.06)], fill=_rgb(bc, 235))
+        else:
+            d.ellipse([cx - mw * 0.55, my + lh * 1.3, cx + mw * 0.55, cy + b * 0.98], fill=_rgb(bc, 235))
+    if smile:
+        d.chord([cx - mw, my - lh * 1.2, cx + mw, my + lh * 2.2], 0, 180, fill=_rgb(lip))
+        teeth = rng.random() < 0.6
+        if teeth:
+            d.chord([cx - mw * 0.8, my - lh * 0.6, cx + mw * 0.8, my + lh * 1.2], 0, 180, fill=(235, 232, 225))
+    else:
+        teeth = False
+        d.ellipse([cx - mw, my - lh, cx + mw, my + lh * 1.1], fill=_rgb(lip))
+        d.line([cx - mw, my, cx + mw, my], fill=_rgb(lip * 0.6), width=lw)
+    if beard in ("full", "goatee", "mustache"):
+        d.chord([cx - mw * 1.1, my - lh * 3.2, cx + mw * 1.1, my - lh * 0.4], 180, 360, fill=_rgb(bc, 240))
+    # blush
+    if (not male and rng.random() < 0.5) or child > 0.5:
+        for side in (-1, 1):
+            x = cx + side * a * 0.5
+            d.ellipse([x - a * 0.15, ny - b * 0.08, x + a * 0.15, ny + b * 0.08], fill=(230, 90, 100, 45))
+
+    # ageing: wrinkles, bags, spots
+    w = oldness * ident["wrinkle"]
+    if w > 0.05:
+        alpha = 30 + 150 * min(w, 1.0)
+        wc = _rgb(dark * 0.8, alpha)
+        ww = max(1, int(u * 0.006))
+        for k in range(int(round(1 + 4 * min(w, 1.0)))):
+            y = hair_y + b * 0.12 + k * b * 0.07 if bald < 0.75 else cy - b * (0.5 - 0.07 * k)
+            if y < ey - ev - b * 0.12:
+                d.arc([cx - a * 0.55, y, cx + a * 0.55, y + b * 0.15], 200, 340, fill=wc, width=ww)
+        for side in (-1, 1):
+            d.arc([cx + side * nw * 1.1 - (a * 0.35 if side > 0 else 0), ny - b * 0.05,
+                   cx + side * nw * 1.1 + (a * 0.35 if side < 0 else 0), my + b * 0.25],
+                  90 if side > 0 else 0, 180 if side > 0 else 90, fill=wc, width=ww)
+            if w > 0.3:
+                x = cx + side * (ex + er * 1.1)
+                for k in (-1, 0, 1):
+                    d.line([x, ey + k * ev * 0.5, x + side * er * 0.45, ey + k * ev * 1.2], fill=wc, width=ww)
+                d.arc([cx + side * ex - er * 0.8, ey + ev * 0.6, cx + side * ex + er * 0.8, ey + ev * 2.2],
+                      20, 160, fill=wc, width=ww)
+        if w > 0.7:
+            for _ in range(int(10 * (w - 0.6))):
+                x, y = cx + rng.uniform(-0.7, 0.7) * a, cy + rng.uniform(-0.6, 0.5) * b
+                r = u * rng.uniform(0.006, 0.012)
+                d.ellipse([x - r, y - r, x + r, y + r], fill=_rgb(dark * 0.9, 90))
+    # glasses
+    glasses = ident["glasses_p"] < 0.05 + 0.3 * float(np.clip((age - 40) / 40, 0, 1)) and age > 8
+    if glasses:
+        gw = max(1, int(u * 0.01))
+        gcol = _rgb(rng.uniform(0, 90, 3))
+        for side in (-1, 1):
+            x = cx + side * ex
+            d.rounded_rectangle([x - er * 1.35, ey - er * 0.9, x + er * 1.35, ey + er * 0.9], radius=er * 0.4,
+                                outline=gcol, width=gw)
+        d.line([cx - ex + er * 1.35, ey, cx + ex - er * 1.35, ey], fill=gcol, width=gw)
+
+    # pose, framing, camera
+    w0, h0 = int(round(W / ss)), int(round(H / ss))
+    if ss > 1:
+        img = img.resize((w0, h0), Image.LANCZOS)
+    img = img.rotate(float(np.clip(rng.normal(0, 6), -14, 14)), resample=Image.BILINEAR,
+                     center=(cx * w0 / W, cy * h0 / H))
+    mx, my_ = (w0 - width) // 2, (h0 - height) // 2
+    img = img.crop((mx, my_, mx + width, my_ + height))
+    blur = rng.uniform(0, 0.9) * width / 128
+    if blur > 0.25:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    arr = np.asarray(img, np.float32)
+    yy, xx = np.mgrid[0:height, 0:width]
+    ang = rng.uniform(0, 2 * np.pi)
+    light = 1 + rng.uniform(0, 0.4) * ((xx / width - 0.5) * np.cos(ang) + (yy / height - 0.5) * np.sin(ang))
+    gain = rng.uniform(0.82, 1.14) * rng.normal(1, 0.035, 3)
+    contrast = rng.uniform(0.85, 1.15)
+    arr = (arr - 128) * contrast + 128
+    arr = arr * light[..., None].astype(np.float32) * gain.astype(np.float32)
+    arr += rng.normal(0, rng.uniform(1, 6), arr.shape).astype(np.float32)
+    out = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+
+    traits = {
+        "age": age, "gender": ident["gender"], "race": ident["race"], "hair": ident["hair_name"],
+        "grey": grey, "bald": bald, "beard": beard, "lipstick": lipstick, "earrings": ident["earrings"] and age > 12,
+        "glasses": bool(glasses), "smile": bool(smile), "teeth": bool(teeth), "bags": w > 0.3, "style": style,
+        "fringe": bool(ident["fringe"] and bald < 0.3 and style != "baby"),
+        "pale": ident["race"] == 0 and float(np.mean(ident["skin"])) > 205,
+    }
+    return out, traits
+
+
+def draw_face(age: float, gender: int, race: int, rng: np.random.Generator, size: int = 128) -> np.ndarray:
+    """One procedural face (uint8, ``size`` x ``size`` x 3) for the labels; see the module docstring."""
+    if gender not in (0, 1):
+        raise ValueError(f"gender must be 0 (male) or 1 (female), got {gender!r}")
+    if race not in range(len(RACES)):
+        raise ValueError(f"race must be 0-{len(RACES) - 1} ({', '.join(RACES)}), got {race!r}")
+    if not np.isfinite(age) or age < 0:
+        raise ValueError(f"age must be a non-negative number of years, got {age!r}")
+    image, _ = _render(_identity(int(gender), int(race), rng), float(age), rng, int(size), int(size))
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# layouts
+
+
+def _rng(seed, layout, *key):
+    return np.random.default_rng([int(seed), _LAYOUT_ID[layout], *[int(k) for k in key]])
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def _save(image: np.ndarray, path: Path, quality: int = 90) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format="JPEG", quality=quality)
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=None if total > 500 else True)
+
+
+def _realistic_age(rng) -> int:
+    k = rng.choice(4, p=[0.1, 0.08, 0.6, 0.22])
+    if k == 0:
+        age = rng.integers(1, 5)
+    elif k == 1:
+        age = rng.integers(5, 16)
+    elif k == 2:
+        age = rng.normal(30, 8)
+    else:
+        age = 16 + rng.triangular(0, 0, 84)
+    return int(np.clip(round(float(age)), 1, 100))
+
+
+def _counts(genders, races, extra=None) -> dict:
+    g = np.asarray(genders)
+    r = np.asarray(races)
+    out = {"gender": {name: int((g == i).sum()) for i, name in enumerate(GENDERS)},
+           "race": {name: int((r == i).sum()) for i, name in enumerate(RACES)}}
+    out.update(extra or {})
+    return out
+
+
+def _age_stats(ages) -> dict:
+    a = np.asarray(ages, float)
+    return {"min": float(a.min()), "max": float(a.max()), "mean": round(float(a.mean()), 2)} if len(a) else {}
+
+
+def _synth_utkface(root: Path, n: int, seed: int, size: int) -> dict:
+    rng = _rng(seed, "utkface")
+    start = _dt.datetime(2017, 1, 9)
+    seen: set[str] = set()
+    ages, genders, races = [], [], []
+    with _progress(n, "utkface") as bar:
+        for i in range(n):
+            age = _realistic_age(rng)
+            gender = int(rng.random() < 0.48)
+            race = int(rng.choice(5, p=[0.42, 0.19, 0.15, 0.17, 0.07]))
+            while True:
+                t = start + _dt.timedelta(milliseconds=int(rng.integers(0, 12 * 86400 * 1000)))
+                stamp = t.strftime("%Y%m%d%H%M%S") + f"{t.microsecond // 1000:03d}"
+                if stamp not in seen:
+                    seen.add(stamp)
+                    break
+            image = draw_face(age, gender, race, _rng(seed, "utkface", 0, i), size)
+            _save(image, root / f"{age}_{gender}_{race}_{stamp}.jpg.chip.jpg")
+            ages.append(age), genders.append(gender), races.append(race)
+            bar.update()
+    return {"n": n, "images": str(root), "label_files": [],
+            "counts": _counts(genders, races, {"age": _age_stats(ages)})}
+
+
+def _adience_age(label: str, rng) -> float:
+    text = label.strip()
+    if text in ADIENCE_AGE_GROUPS:
+        lo, hi = _ADIENCE_GROUP_AGES[ADIENCE_AGE_GROUPS.index(text)]
+        return float(rng.uniform(lo, hi))
+    nums = [float(x) for x in text.replace("(", " ").replace(")", " ").replace(",", " ").split()
+            if x.replace(".", "", 1).isdigit()]
+    if len(nums) >= 2:
+        lo, hi = sorted(nums[:2])
+        return float(rng.uniform(lo, hi + 0.9))
+    if len(nums) == 1:
+        return float(nums[0] + rng.uniform(0, 0.9))
+    lo, hi = _ADIENCE_GROUP_AGES[rng.choice(8, p=_ADIENCE_GROUP_P)]
+    return float(rng.uniform(lo, hi))
+
+
+def _adience_race(rng) -> int:
+    return int(rng.choice(5, p=[0.72, 0.07, 0.1, 0.04, 0.07]))
+
+
+def _write_adience_image(root, seed, user, face_id, original, age, gender, race, size):
+    ident = _identity(gender, race, _rng(seed, "adience", 1, _crc(f"{user}/{face_id}")))
+    path = root / "aligned" / user / f"landmark_aligned_face.{face_id}.{original}"
+    image, _ = _render(ident, age, _rng(seed, "adience", 0, _crc(str(path.relative_to(root)))), size, size)
+    _save(image, path)
+
+
+def _synth_adience(root: Path, n: int, seed: int, size: int) -> dict:
+    rng = _rng(seed, "adience")
+    folds: list[list[str]] = [[] for _ in range(5)]
+    fold_sizes = np.zeros(5, int)
+    users: set[str] = set()
+    genders, races, groups = [], [], []
+    jobs = []
+    while len(jobs) < n:
+        while True:
+            user = f"{rng.integers(10_000_000, 130_000_000)}@N0{rng.integers(0, 8)}"
+            if user not in users:
+                users.add(user)
+                break
+        fold = int(np.argmin(fold_sizes))
+        persons = []
+        for face_id in range(1, int(rng.integers(1, 4)) + 1):
+            persons.append((face_id, int(rng.choice(8, p=_ADIENCE_GROUP_P)), int(rng.random() < 0.53),
+                            _adience_race(rng)))
+        n_images = min(int(rng.integers(3, 13)), n - len(jobs))
+        rows = []
+        photo = None
+        for k in range(n_images):
+            face_id, group, gender, race = persons[int(rng.integers(len(persons)))]
+            if photo is None or rng.random() > 0.1:
+                photo = f"{rng.integers(10**9, 2 * 10**10)}_{rng.integers(16**9, 16**10):010x}_o.jpg"
+            elif any(r[0] == photo and r[1] == face_id for r in rows):
+                photo = f"{rng.integers(10**9, 2 * 10**10)}_{rng.integers(16**9, 16**10):010x}_o.jpg"
+            dx = int(rng.integers(200, 1400))
+            values = [user, photo, str(face_id), ADIENCE_AGE_GROUPS[group], "mf"[gender],
+                      str(int(rng.integers(0, 2000))), str(int(rng.integers(0, 1500))), str(dx),
+                      str(dx + int(rng.integers(-2, 3))), str(int(rng.integers(-180, 181))),
+                      str(int(rng.choice([-60, -45, -30, -15, 0, 15, 30, 45, 60]))), str(int(rng.integers(0, 200)))]
+            rows.append((photo, face_id, "\t".join(values)))
+            age = float(rng.uniform(*_ADIENCE_GROUP_AGES[group]))
+            jobs.append((user, face_id, photo, age, gender, race))
+            genders.append(gender), races.append(race), groups.append(group)
+        folds[fold].extend(r[2] for r in rows)
+        fold_sizes[fold] += len(rows)
+    label_files = []
+    for k, rows in enumerate(folds):
+        path = root / f"fold_{k}_data.txt"
+        path.write_text("\n".join([_ADIENCE_HEADER, *rows]) + "\n", encoding="utf-8")
+        label_files.append(str(path))
+    with _progress(len(jobs), "adience") as bar:
+        for user, face_id, photo, age, gender, race in jobs:
+            _write_adience_image(root, seed, user, face_id, photo, age, gender, race, size)
+            bar.update()
+    return {"n": len(jobs), "images": str(root / "aligned"), "label_files": label_files,
+            "counts": _counts(genders, races, {
+                "age_group": {g: int((np.asarray(groups) == i).sum()) for i, g in enumerate(ADIENCE_AGE_GROUPS)},
+                "folds": [int(s) for s in fold_sizes], "users": len(users)})}
+
+
+def _synth_adience_real(root: Path, n: int | None, seed: int, size: int, folds_dir) -> dict:
+    folds_dir = Path(folds_dir)
+    texts = []
+    for k in range(5):
+        path = folds_dir / f"fold_{k}_data.txt"
+        if not path.is_file():
+            raise DataError("Adience fold file not found", path=path,
+                            fix="point --adience-folds at the folder holding fold_0_data.txt ... fold_4_data.txt")
+        texts.append(path.read_text(encoding="utf-8", errors="replace").splitlines())
+    headers = [lines[0] if lines else _ADIENCE_HEADER for lines in texts]
+    bodies = [[line for line in lines[1:] if line.strip()] for lines in texts]
+    total = sum(len(b) for b in bodies)
+    if n is None or n >= total:
+        chosen = bodies
+    else:
+        take = [0] * 5
+        k = 0
+        while sum(take) < n:
+            if take[k] < len(bodies[k]):
+                take[k] += 1
+            k = (k + 1) % 5
+        chosen = [b[:t] for b, t in zip(bodies, take)]
+    label_files = []
+    for k in range(5):
+        path = root / f"fold_{k}_data.txt"
+        path.write_text("\n".join([headers[k], *chosen[k]]) + "\n", encoding="utf-8")
+        label_files.append(str(path))
+    done: set[tuple] = set()
+    genders, races, skipped = [], [], 0
+    rows = [row for fold in chosen for row in fold]
+    with _progress(len(rows), "adience") as bar:
+        for row in rows:
+            bar.update()
+            cols = row.split("\t")
+            if len(cols) < 5 or not cols[0].strip() or not cols[1].strip() or not cols[2].strip():
+                skipped += 1
+                continue
+            user, original, face_id = cols[0].strip(), cols[1].strip(), cols[2].strip()
+            key = (user, face_id, original)
+            if key in done:
+                continue
+            done.add(key)
+            prng = _rng(seed, "adience", 2, _crc(f"{user}/{face_id}"))
+            g = cols[4].strip().lower()
+            gender = 0 if g == "m" else 1 if g == "f" else int(prng.random() < 0.5)
+            race = _adience_race(prng)
+            age = _adience_age(cols[3], _rng(seed, "adience", 3, _crc("/".join(key))))
+            _write_adience_image(root, seed, user, face_id, original, age, gender, race, size)
+            genders.append(gender), races.append(race)
+    return {"n": len(rows), "images": str(root / "aligned"), "label_files": label_files,
+            "counts": _counts(genders, races, {"folds": [len(c) for c in chosen], "images_drawn": len(done),
+                                               "rows_without_image": skipped, "source_folds": str(folds_dir)})}
+
+
+def _celeba_attributes(traits: dict, rng) -> list[int]:
+    hair = traits["hair"]
+    greyish = traits["grey"] > 0.5
+    fixed = {
+        "Male": traits["gender"] == 0, "Young": traits["age"] < 40, "Eyeglasses": traits["glasses"],
+        "Smiling": traits["smile"], "Mouth_Slightly_Open": traits["teeth"], "Gray_Hair": greyish,
+        "Bald": traits["bald"] >= 0.75, "Receding_Hairline": 0.3 <= traits["bald"] < 0.75,
+        "Black_Hair": hair in ("black", "dark_brown") and not greyish and traits["bald"] < 0.75,
+        "Blond_Hair": hair == "blond" and not greyish, "Brown_Hair": hair in ("brown", "light_brown", "red")
+        and not greyish, "No_Beard": traits["beard"] == "none", "Goatee": traits["beard"] == "goatee",
+        "Mustache": traits["beard"] in ("mustache", "full", "goatee"), "5_o_Clock_Shadow": traits["beard"] == "stubble",
+        "Sideburns": traits["beard"] == "full", "Wearing_Lipstick": traits["lipstick"],
+        "Heavy_Makeup": traits["lipstick"] and rng.random() < 0.7, "Wearing_Earrings": traits["earrings"],
+        "Bags_Under_Eyes": traits["bags"], "Pale_Skin": traits["pale"], "Bangs": traits["fringe"],
+        "Rosy_Cheeks": traits["gender"] == 1 and rng.random() < 0.12,
+    }
+    out = []
+    for name in CELEBA_ATTRIBUTES:
+        value = fixed[name] if name in fixed else rng.random() < _CELEBA_PRIOR.get(name, 0.1)
+        out.append(1 if value else -1)
+    return out
+
+
+def _synth_celeba(root: Path, n: int, seed: int, size: int) -> dict:
+    rng = _rng(seed, "celeba")
+    width, height = size, int(round(size * 218 / 178))
+    n_train = int(round(n * 162770 / 202599))
+    n_val = int(round(n * 19867 / 202599))
+    if n >= 3:
+        n_train, n_val = max(1, min(n_train, n - 2)), max(1, n_val)
+    parts = [(0, n_train), (1, n_val), (2, n - n_train - n_val)]
+    people = []  # (partition, identity index) per image
+    n_ids = 0
+    for part, count in parts:
+        block = []
+        while len(block) < count:
+            k = min(int(rng.integers(1, 9)), count - len(block))
+            block.extend([n_ids] * k)
+            n_ids += 1
+        block = [block[i] for i in rng.permutation(len(block))]
+        people.extend((part, ident) for ident in block)
+    ids = rng.choice(np.arange(1, max(10177, n_ids) + 1), size=n_ids, replace=False)
+    persons = []
+    for i in range(n_ids):
+        prng = _rng(seed, "celeba", 1, i)
+        gender = int(prng.random() < 0.58)
+        race = int(prng.choice(5, p=[0.75, 0.08, 0.08, 0.03, 0.06]))
+        persons.append((_identity(gender, race, prng), float(np.clip(prng.normal(33, 11), 16, 80))))
+    attr_rows, part_rows, id_rows = [], [], []
+    genders, races, ages = [], [], []
+    img_dir = root / "img_align_celeba"
+    with _progress(n, "celeba") as bar:
+        for i, (part, person) in enumerate(people):
+            irng = _rng(seed, "celeba", 0, i)
+            ident, base_age = persons[person]
+            age = float(np.clip(base_age + irng.normal(0, 3), 14, 90))
+            image, traits = _render(ident, age, irng, width, height)
+            name = f"{i + 1:06d}.jpg"
+            _save(image, img_dir / name)
+            attr_rows.append(name + "".join(f" {v:2d}" for v in _celeba_attributes(traits, irng)))
+            part_rows.append(f"{name} {part}")
+            id_rows.append(f"{name} {int(ids[person])}")
+            genders.append(ident["gender"]), races.append(ident["race"]), ages.append(age)
+            bar.update()
+    files = {"list_attr_celeba.txt": [str(n), " ".join(CELEBA_ATTRIBUTES) + " ", *attr_rows],
+             "list_eval_partition.txt": part_rows, "identity_CelebA.txt": id_rows}
+    for fname, lines in files.items():
+        (root / fname).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"n": n, "images": str(img_dir), "label_files": [str(root / f) for f in files],
+            "counts": _counts(genders, races, {"age": _age_stats(ages), "identities": n_ids,
+                                               "partition": {str(p): c for p, c in parts}})}
+
+
+def _deterministic_mat(path: Path, payload: dict) -> None:
+    import io
+
+    import scipy.io
+
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, payload, do_compression=False, oned_as="row")
+    data = bytearray(buffer.getvalue())
+    header = b"MATLAB 5.0 MAT-file, written by agegender.data.synth"
+    data[:116] = header.ljust(116, b" ")
+    path.write_bytes(bytes(data))
+
+
+def _synth_imdb_wiki(root: Path, n: int, seed: int, size: int) -> dict:
+    rng = _rng(seed, "imdb_wiki")
+    crop = root / "imdb_crop"
+    crop.mkdir(parents=True, exist_ok=True)
+    celebs, nm_used = [], set()
+    plan = []
+    while len(plan) < n:
+        while True:
+            nm = int(rng.integers(1, 5_000_000))
+            if nm not in nm_used:
+                nm_used.add(nm)
+                break
+        cid = len(celebs)
+        prng = _rng(seed, "imdb_wiki", 1, cid)
+        gender = int(prng.random() < 0.45)
+        race = int(prng.choice(5, p=[0.7, 0.1, 0.08, 0.05, 0.07]))
+        year = int(prng.integers(1925, 1996))
+        dob = _dt.date(year, int(prng.integers(1, 7)), int(prng.integers(1, 29)))
+        name = f"{_FIRST[int(prng.integers(len(_FIRST)))]} {_LAST[int(prng.integers(len(_LAST)))]}"
+        celebs.append((nm, dob, name, _identity(gender, race, prng)))
+        hi = min(90, 2015 - year)
+        lo = min(hi, 5)
+        for _ in range(min(int(rng.integers(1, 11)), n - len(plan))):
+            plan.append((cid, int(rng.integers(lo, hi + 1))))
+    dobs, taken, paths, genders_f, scores, second, names, celeb_ids, locs = ([] for _ in range(9))
+    genders, races, ages = [], [], []
+    used_paths: set[str] = set()
+    with _progress(n, "imdb_wiki") as bar:
+        for i, (cid, age) in enumerate(plan):
+            nm, dob, name, ident = celebs[cid]
+            while True:
+                rel = f"{nm % 100:02d}/nm{nm:07d}_rm{int(rng.integers(10**6, 4 * 10**9))}_" \
+                      f"{dob.year}-{dob.month}-{dob.day}_{dob.year + age}.jpg"
+                if rel not in used_paths:
+                    used_paths.add(rel)
+                    break
+            image, _ = _render(ident, float(age) + 0.5, _rng(seed, "imdb_wiki", 0, i), size, size)
+            _save(image, crop / rel)
+            dobs.append(float(dob.toordinal() + 366))
+            taken.append(float(dob.year + age))
+            paths.append(np.array([rel]))
+            genders_f.append(np.nan if rng.random() < 0.02 else (1.0 if ident["gender"] == 0 else 0.0))
+            scores.append(-np.inf if rng.random() < 0.03 else float(rng.normal(3.0, 1.2)))
+            second.append(float(rng.uniform(0.5, 3.0)) if rng.random() < 0.15 else np.nan)
+            names.append(np.array([name]))
+            celeb_ids.append(float(cid + 1))
+            x1, y1 = rng.uniform(20, 400, 2)
+            side = rng.uniform(80, 600)
+            locs.append(np.array([[x1, y1, x1 + side, y1 + side]]))
+            genders.append(ident["gender"]), races.append(ident["race"]), ages.append(age)
+            bar.update()
+
+    def cell(items):
+        arr = np.empty((1, len(items)), dtype=object)
+        for k, item in enumerate(items):
+            arr[0, k] = item
+        return arr
+
+    struct = {
+        "dob": np.array([dobs]), "photo_taken": np.array([taken]), "full_path": cell(paths),
+        "gender": np.array([genders_f]), "name": cell(names), "face_location": cell(locs),
+        "face_score": np.array([scores]), "second_face_score": np.array([second]),
+        "celeb_names": cell([np.array([c[2]]) for c in celebs]), "celeb_id": np.array([celeb_ids]),
+    }
+    mat = crop / "imdb.mat"
+    _deterministic_mat(mat, {"imdb": struct})
+    return {"n": n, "images": str(crop), "label_files": [str(mat)],
+            "counts": _counts(genders, races, {"age": _age_stats(ages), "celebrities": len(celebs),
+                                               "gender_nan": int(np.isnan(genders_f).sum()),
+                                               "face_score_inf": int(np.isinf(scores).sum())})}
+
+
+def synthesize(layout: str, out_dir, n: int | None, seed: int = 0, *, size: int | None = None,
+               adience_folds_dir=None) -> dict:
+    """Write ``n`` generated faces in the native layout of a real dataset and return a summary.
+
+    ``layout`` is one of ``LAYOUTS``; ``size`` is the image side (for ``celeba`` the width,
+    the height keeping 218/178); ``adience_folds_dir`` (Adience only) copies real fold files'
+    rows instead of drawing labels, and then ``n`` may be ``None`` for all rows. The summary
+    holds ``layout``, ``root``, ``n`` (rows written), ``images``, ``label_files``, ``seed``,
+    ``size`` and ``counts`` (labels per class, ages, folds or partitions).
+    """
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}", fix=f"use one of: {', '.join(LAYOUTS)}")
+    if adience_folds_dir is not None and layout != "adience":
+        raise DataError("adience_folds_dir only applies to the adience layout",
+                        fix="drop --adience-folds or use --layout adience")
+    if n is None and adience_folds_dir is None:
+        raise DataError("the number of faces is missing", fix="pass n (--n) as a positive integer")
+    if n is not None and (int(n) != n or n < 1):
+        raise DataError(f"the number of faces must be a positive integer, got {n!r}", fix="pass --n 1 or more")
+    size = int(size or _DEFAULT_SIZE[layout])
+    if size < 16:
+        raise DataError(f"image size {size} is too small", fix="pass --size 16 or more")
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if layout == "utkface":
+        summary = _synth_utkface(root, int(n), seed, size)
+    elif layout == "adience" and adience_folds_dir is not None:
+        summary = _synth_adience_real(root, None if n is None else int(n), seed, size, adience_folds_dir)
+    elif layout == "adience":
+        summary = _synth_adience(root, int(n), seed, size)
+    elif layout == "celeba":
+        summary = _synth_celeba(root, int(n), seed, size)
+    else:
+        summary = _synth_imdb_wiki(root, int(n), seed, size)
+    return {"layout": layout, "root": str(root), "seed": int(seed), "size": size, **summary}

@@ -1,0 +1,53 @@
+"""Evaluation metrics computed from predictions, the same way for every reproduction.
+
+Accuracy, one-off accuracy (Adience: the predicted group is the true one or adjacent, Levi &
+Hassner Sec. 4), confusion matrices, per-class precision / recall / F1, MAE (in the caller's
+units), and the coefficient of determination R² (Speziali's age metric).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def classification_report(y_true, y_pred, num_classes: int) -> dict:
+    """Accuracy, one-off accuracy, confusion matrix (rows true, columns predicted), per-class P/R/F1."""
+    y_true = np.asarray(y_true, dtype=int).ravel()
+    y_pred = np.asarray(y_pred, dtype=int).ravel()
+    matrix = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    tp = np.diag(matrix)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    n = max(len(y_true), 1)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(tp.sum() / n),
+        "one_off_accuracy": float(np.mean(np.abs(y_true - y_pred) <= 1)) if len(y_true) else 0.0,
+        "confusion_matrix": matrix.tolist(),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "macro_f1": float(np.mean(f1)) if num_classes else 0.0,
+        "majority_baseline": float(support.max() / n) if len(y_true) else 0.0,
+    }
+
+
+def regression_report(y_true, y_pred, train_mean: float | None = None) -> dict:
+    """MAE, RMSE and R² (1 - SS_res / SS_tot); ``mean_baseline_mae`` predicts ``train_mean``."""
+    y_true = np.asarray(y_true, dtype="float64").ravel()
+    y_pred = np.asarray(y_pred, dtype="float64").ravel()
+    residual = y_true - y_pred
+    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2)) if len(y_true) else 0.0
+    baseline = y_true.mean() if train_mean is None else train_mean
+    return {
+        "n": int(len(y_true)),
+        "mae": float(np.mean(np.abs(residual))) if len(y_true) else float("nan"),
+        "rmse": float(np.sqrt(np.mean(residual**2))) if len(y_true) else float("nan"),
+        "r2": float(1 - np.sum(residual**2) / ss_tot) if ss_tot > 0 else float("nan"),
+        "mean_baseline_mae": float(np.mean(np.abs(y_true - baseline))) if len(y_true) else float("nan"),
+    }

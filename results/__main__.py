@@ -1,0 +1,36 @@
+"""``python -m results``: regenerate results/tables/*.md|csv and results/README.md from run records."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agegender.errors import DataError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m results",
+        description="Regenerate every results table from run records (record.json) and the published "
+                    "figures catalogue (results/published/*.csv). Deterministic: running it twice gives no diff.")
+    parser.add_argument("--runs", default=None, help="folder searched recursively for record.json (default: results/runs)")
+    parser.add_argument("--out", default=None, help="folder for the generated .md/.csv tables (default: results/tables)")
+    parser.add_argument("--readme", default=None, help="index file to write (default: results/README.md)")
+    parser.add_argument("--published", default=None, help="published-figures folder (default: results/published)")
+    args = parser.parse_args(argv)
+    from results.tables import generate
+
+    try:
+        summary = generate(args.runs, args.out, args.readme, args.published)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for item in summary["skipped"]:
+        print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
+    print(f"{len(summary['tables'])} tables from {summary['records']} run records "
+          f"({len(summary['skipped'])} skipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

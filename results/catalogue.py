@@ -1,0 +1,209 @@
+"""The published-figures catalogue: every number the five papers print, as data.
+
+One CSV per paper in ``results/published/`` (``speziali.csv``, ``jorgensen.csv``,
+``gu_yang.csv``, ``dey_aggarwal.csv``, ``sundriyal.csv``) is the single place the
+papers' published figures live; generated tables join reproduced numbers to them on
+``(paper, table, row, column)``.
+
+File format
+-----------
+UTF-8 CSV with the header, exactly::
+
+    paper,table,row,column,value,unit,note
+
+``paper``
+    the file's key (the file name without ``.csv``); see :data:`PAPERS`.
+``table``
+    the paper's own name for where the number is printed: ``Table 4.6``, ``Figure 4``.
+    Numbers printed in running text use the section they appear in (``Section 3.4``,
+    ``Section III-A``). Speziali's tables are unnumbered: they are named by their
+    top-left header cell (``Time (sec)``, ``Num. of epochs``, ``Test Metrics`` ...).
+    Gu & Yang's stated conclusions are table ``Claims``.
+``row``, ``column``
+    the labels as printed, whitespace normalised. Repeated layer rows are numbered
+    (``Convolution 1``); compound cells are split into components with a suffix
+    (``7 × 7 × 3`` becomes ``Size of Each Filter height/width/depth``; ``84.8 ± 1.1``
+    becomes ``Gender accuracy`` and ``Gender accuracy std``); a printed range
+    ``45-90`` becomes two columns ending ``min`` and ``max``.
+``value``
+    the number as printed, ``%`` stripped (thousands separators ``,`` or a space are
+    kept, e.g. ``7 192 065``; powers of ten are written ``3e-5`` with the printed
+    form in ``note``), or one of three markers:
+
+    - ``not published``: a cell the paper leaves blank, ``-`` or ``*``;
+    - ``figure only``: a result shown only in a figure, with no number printed;
+    - ``stated``: a qualitative claim (table ``Claims``), quoted in ``note``.
+``unit``
+    one of :data:`UNITS`:
+
+    =================  ==========================================================
+    ``accuracy``       fraction 0-1
+    ``percent``        0-100 (accuracies printed in %, shares, percentage points)
+    ``mae-years``      mean absolute error of age, in years
+    ``mae-normalised`` mean absolute error of age / max age (Dey & Aggarwal)
+    ``r2``             coefficient of determination
+    ``loss``           a loss value as printed
+    ``p-value``        a test's p-value
+    ``years``          an age or age bound
+    ``calendar-year``  a publication year
+    ``seconds``, ``minutes``, ``hours``   durations
+    ``epochs``         an epoch count (training length, patience, convergence)
+    ``params``         a parameter count
+    ``count``          any other count: images, classes, filters, units, channels
+    ``pixels``         an image, kernel, window or stride size
+    ``degrees``        an angle (augmentation rotation)
+    ``scalar``         a dimensionless hyperparameter (learning rate, rate, weight)
+    =================  ==========================================================
+``note``
+    what the reader needs: printed forms, errata, NOTES.md decisions, uncertain
+    reconstructions. Empty otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from agegender.errors import DataError
+
+__all__ = ["HEADER", "MARKERS", "PAPERS", "UNITS", "load_published"]
+
+HEADER = ("paper", "table", "row", "column", "value", "unit", "note")
+MARKERS = ("not published", "figure only", "stated")
+UNITS = frozenset({
+    "accuracy", "percent", "mae-years", "mae-normalised", "r2", "loss", "p-value",
+    "years", "calendar-year", "seconds", "minutes", "hours", "epochs", "params",
+    "count", "pixels", "degrees", "scalar",
+})
+
+PAPERS: dict[str, dict[str, str]] = {
+    "speziali": {
+        "file": "000_e4db9ea1b3cff842.txt",
+        "title": "A Comparative Analysis: Dual-Task CNN vs. Single-Task CNNs for Gender "
+                 "and Age Prediction in Facial Images",
+        "authors": "Paolo Speziali",
+        "reproduction": "utkface_dual_cnn",
+    },
+    "jorgensen": {
+        "file": "001_7c2710ba0c71b2bf.txt",
+        "title": "Gender and Age Classification using Multi-task Learning with "
+                 "Convolutional Neural Networks",
+        "authors": "Kasper Jørgensen, Mads Ringsted, Tejas Rajagopal",
+        "reproduction": "adience_levi",
+    },
+    "gu_yang": {
+        "file": "002_c95946df6a3a37d2.txt",
+        "title": "Multi-Task Learning Based Age Detection for Image",
+        "authors": "Xinli Gu, Xi Yang",
+        "reproduction": "efficientnet_age_groups",
+    },
+    "dey_aggarwal": {
+        "file": "003_5bef84f3e3da6d65.txt",
+        "title": "Ethnicity, Age and Gender Recognition using Multi-Task Learning",
+        "authors": "Soumyo Dey, Kartik Aggarwal",
+        "reproduction": "utkface_xception",
+    },
+    "sundriyal": {
+        "file": "004_e36f2c94204fb6ab.txt",
+        "title": "Simultaneous Detection of Face Attributes via Multi-Task Learning",
+        "authors": "Himanshu Sundriyal",
+        "reproduction": "mtl_weighted_loss",
+    },
+}
+
+_DEFAULT_ROOT = Path(__file__).resolve().parent / "published"
+_GROUPED = re.compile(r"[+-]?\d{1,3}(?:(?P<sep>[, \u00a0\u2009\u202f])\d{3})(?:(?P=sep)\d{3})*(?:\.\d+)?")
+_PLAIN = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _parse_value(text: str) -> float | None:
+    """The float a printed number stands for; NaN for a marker; None if unparseable."""
+    if text in MARKERS:
+        return math.nan
+    if _PLAIN.fullmatch(text):
+        return float(text)
+    if _GROUPED.fullmatch(text):
+        return float(re.sub(r"[, \u00a0\u2009\u202f]", "", text))
+    return None
+
+
+def _read_file(key: str, path: Path) -> list[dict]:
+    fix_header = "the first line must be exactly: " + ",".join(HEADER)
+    if not path.is_file():
+        raise DataError("published-figures file not found", path=path,
+                        fix=f"restore results/published/{key}.csv from version control")
+    records: list[dict] = []
+    seen: dict[tuple[str, str, str, str], int] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != HEADER:
+            raise DataError(f"line 1: bad header {header!r}", path=path, fix=fix_header)
+        for fields in reader:
+            line = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != len(HEADER):
+                raise DataError(f"line {line}: {len(fields)} fields, expected {len(HEADER)}", path=path,
+                                fix="quote any field that contains a comma")
+            rec = dict(zip(HEADER, (" ".join(f.split()) for f in fields)))
+            rec["note"] = fields[6].strip()
+            for name in ("paper", "table", "row", "column", "value", "unit"):
+                if not rec[name]:
+                    raise DataError(f"line {line}: empty {name!r}", path=path,
+                                    fix=f"fill in {name}; use 'not published' for a blank cell")
+            if rec["paper"] != key:
+                raise DataError(f"line {line}: paper {rec['paper']!r} does not match the file's key {key!r}",
+                                path=path, fix=f"set the paper column to {key!r}")
+            if rec["unit"] not in UNITS:
+                raise DataError(f"line {line}: unknown unit {rec['unit']!r}", path=path,
+                                fix="use one of " + ", ".join(sorted(UNITS)))
+            num = _parse_value(rec["value"])
+            if num is None:
+                raise DataError(f"line {line}: value {rec['value']!r} is not a number", path=path,
+                                fix="write a number (thousands separators allowed) or one of: "
+                                    + ", ".join(repr(m) for m in MARKERS))
+            if math.isinf(num):
+                raise DataError(f"line {line}: value {rec['value']!r} is not finite", path=path)
+            k = (rec["paper"], rec["table"], rec["row"], rec["column"])
+            if k in seen:
+                raise DataError(f"line {line}: duplicate key {k!r} (first on line {seen[k]})", path=path,
+                                fix="give each (table, row, column) one line")
+            seen[k] = line
+            rec["value_num"] = num
+            records.append(rec)
+    return records
+
+
+def load_published(paper: str | None = None, root: str | Path | None = None) -> pd.DataFrame:
+    """The published figures of one paper (a :data:`PAPERS` key) or, with ``None``, all five.
+
+    Reads ``<root>/<key>.csv`` (default root: ``results/published`` beside this module)
+    and validates it as described in the module docstring. Returns columns
+    ``paper, table, row, column, value, value_num, unit, note`` in file order; ``value``
+    is the printed string, ``value_num`` its float (NaN for the three markers).
+
+    Raises :class:`agegender.errors.DataError` naming the file and line for any
+    violation, and for an unknown ``paper`` key.
+    """
+    base = _DEFAULT_ROOT if root is None else Path(root)
+    if paper is None:
+        keys = list(PAPERS)
+    elif paper in PAPERS:
+        keys = [paper]
+    else:
+        raise DataError(f"unknown paper {paper!r}", path=base,
+                        fix="use one of " + ", ".join(PAPERS))
+    records: list[dict] = []
+    for key in keys:
+        records.extend(_read_file(key, base / f"{key}.csv"))
+    columns = ["paper", "table", "row", "column", "value", "value_num", "unit", "note"]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    frame["value_num"] = frame["value_num"].astype(float)
+    for name in ("paper", "table", "row", "column", "value", "unit", "note"):
+        frame[name] = frame[name].astype(str)
+    return frame

@@ -1,0 +1,50 @@
+"""Shared fixtures. Real files come from ``../shared/data`` (or ``$AGEGENDER_SHARED_DATA``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path:
+    return Path(os.environ.get("AGEGENDER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real-data folder; tests that need it skip with the reason when it is absent."""
+    path = _shared_data()
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set AGEGENDER_SHARED_DATA to the shared/data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def utkface_sample(shared_data) -> Path:
+    path = shared_data / "utkface" / "sample"
+    if not path.is_dir():
+        pytest.skip(f"UTKFace sample not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def adience_folds(shared_data) -> Path:
+    path = shared_data / "adience" / "folds"
+    if not path.is_dir():
+        pytest.skip(f"Adience fold files not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def coral_dir(shared_data) -> Path:
+    path = shared_data / "utkface" / "coral"
+    if not path.is_dir():
+        pytest.skip(f"CORAL csv files not found at {path}")
+    return path

@@ -1,0 +1,98 @@
+"""tf.data pipeline: shapes, dtypes, masks, determinism, and corrupt files skipped *and reported*."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agegender.data.pipeline import Augment, Target, build_dataset, check_images
+from agegender.data.samples import normalize_frame
+
+
+def _images(folder, n=12, size=40):
+    rows = []
+    for i in range(n):
+        path = folder / f"{i:03d}.jpg"
+        colour = (20 * i % 255, 255 - 20 * i % 255, 100)
+        Image.new("RGB", (size, size + 8), colour).save(path, quality=95)
+        rows.append({"path": str(path), "file": path.name, "age": float(10 + i), "gender": i % 2,
+                     "race": -1 if i % 3 == 0 else i % 5, "group": str(i), "source": "test"})
+    return rows
+
+
+TARGETS = {"age": Target("age", "regression", scale=0.01), "gender": Target("gender", "binary"),
+           "race": Target("race", "sparse")}
+
+
+def test_shapes_dtypes_and_masks(tmp_path):
+    frame = normalize_frame(_images(tmp_path))
+    ds = build_dataset(frame, TARGETS, image_size=32, batch_size=5)
+    batches = list(ds)
+    assert [len(b[0]) for b in batches] == [5, 5, 2]
+    images, labels, weights = batches[0]
+    assert images.shape == (5, 32, 32, 3) and images.dtype.name == "float32"
+    assert 0.0 <= float(np.min(images)) and float(np.max(images)) <= 1.0
+    assert labels["age"].shape == (5, 1) and labels["gender"].shape == (5, 1) and labels["race"].shape == (5,)
+    np.testing.assert_allclose(labels["age"].numpy().ravel(), [0.10, 0.11, 0.12, 0.13, 0.14], atol=1e-6)
+    assert weights["race"].numpy().tolist() == [0, 1, 1, 0, 1]  # race -1 is masked, not dropped
+    assert labels["race"].numpy()[0] == 0  # masked labels are filled with a valid class
+    # colour survives decode + resize: image 1 is (20, 235, 100)
+    np.testing.assert_allclose(images.numpy()[1].mean(axis=(0, 1)) * 255, [20, 235, 100], atol=3)
+
+
+def test_training_crops_and_is_deterministic_for_a_seed(tmp_path):
+    frame = normalize_frame(_images(tmp_path, size=60))
+    augment = Augment(flip=True, rotation_deg=10, brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)
+    make = lambda seed: build_dataset(frame, TARGETS, image_size=48, load_size=56, batch_size=12,  # noqa: E731
+                                      training=True, augment=augment, seed=seed)
+    first, second, other = next(iter(make(7))), next(iter(make(7))), next(iter(make(8)))
+    assert first[0].shape == (12, 48, 48, 3)
+    np.testing.assert_array_equal(first[0].numpy(), second[0].numpy())
+    np.testing.assert_array_equal(first[1]["age"].numpy(), second[1]["age"].numpy())
+    assert not np.array_equal(first[0].numpy(), other[0].numpy())
+    evaluation = next(iter(build_dataset(frame, TARGETS, image_size=48, load_size=56, batch_size=12)))
+    assert evaluation[0].shape == (12, 48, 48, 3)
+
+
+def test_pixel_scale_raw(tmp_path):
+    frame = normalize_frame(_images(tmp_path, n=2))
+    images = next(iter(build_dataset(frame, TARGETS, image_size=16, pixel_scale=1.0)))[0].numpy()
+    assert images.max() > 200
+
+
+def test_corrupt_files_are_skipped_and_reported(tmp_path):
+    rows = _images(tmp_path, n=6)
+    good = tmp_path / "000.jpg"
+    bad = {
+        "truncated.jpg": good.read_bytes()[: len(good.read_bytes()) // 2],
+        "empty.jpg": b"",
+        "page.jpg": b"<!DOCTYPE html><html><body>quota exceeded</body></html>",
+        "random.jpg": b"\x00\x01garbage" * 20,
+    }
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    png = tmp_path / "really_png.jpg"
+    Image.new("RGB", (30, 30), (0, 0, 255)).save(png, format="PNG")
+    extra = [*bad, "really_png.jpg", "absent.jpg"]
+    rows += [{"path": str(tmp_path / n), "file": n, "age": 30.0, "gender": 1} for n in extra]
+    report = []
+    ds = build_dataset(normalize_frame(rows), TARGETS, image_size=16, batch_size=64, report=report)
+    images = next(iter(ds))[0]
+    assert len(images) == 7  # 6 good + the PNG named .jpg
+    reasons = {item["file"].rsplit("/", 1)[-1]: item["reason"] for item in report}
+    assert set(reasons) == {"truncated.jpg", "empty.jpg", "page.jpg", "random.jpg", "absent.jpg"}
+    assert "truncated" in reasons["truncated.jpg"] and "0 bytes" in reasons["empty.jpg"]
+    assert "HTML" in reasons["page.jpg"] and "not found" in reasons["absent.jpg"]
+    assert check_images([png]).ok.tolist() == [True]
+
+
+def test_all_bad_raises(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    frame = normalize_frame([{"path": str(tmp_path / "a.jpg"), "file": "a.jpg", "age": 3.0}])
+    with pytest.raises(ValueError, match="no usable images"):
+        build_dataset(frame, TARGETS, image_size=8)
+
+
+def test_unknown_target_column(tmp_path):
+    frame = normalize_frame(_images(tmp_path, n=2))
+    with pytest.raises(KeyError, match="Young"):
+        build_dataset(frame, {"young": Target("Young", "binary")}, image_size=8)
