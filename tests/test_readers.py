@@ -235,7 +235,8 @@ def test_adience_handmade(tmp_path, jpeg_bytes):
     assert s.duplicate_rows == [{"file": "fold_0_data.txt", "line": 3,
                                  "reason": "exact duplicate of fold_0_data.txt:2 (dropped)"}]
     assert s.skipped == [
-        {"file": "fold_0_data.txt:5", "reason": "neither a canonical age group (age 'None') nor m/f gender (gender 'u')"},
+        {"file": "fold_0_data.txt:5",
+         "reason": "neither a canonical age group (age 'None') nor m/f gender (gender 'u')"},
         {"file": "fold_4_data.txt:2", "reason": "13 tab-separated fields instead of 12"},
     ]
     assert s.missing == ["aligned/u1/landmark_aligned_face.5.e.jpg", "aligned/u3/landmark_aligned_face.7.g.jpg"]

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, normalize_frame
+from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, empty_frame, normalize_frame
 from agegender.errors import DataError
 
 __all__ = ["read_adience"]
@@ -96,7 +96,8 @@ def read_adience(root, *, remap_stray_ages: bool = False, check_images: bool = T
         fix = f"point root at the Adience folder that holds {expected} and aligned/<user_id>/..."
         if (root / "folds" / fold_files[0].name).is_file():
             fix = f"the fold files are in {root / 'folds'}: pass that folder as root (images belong in its aligned/)"
-        what = "Adience folder does not exist" if not root.exists() else f"Adience fold files not found ({', '.join(absent)})"
+        what = (f"Adience fold files not found ({', '.join(absent)})" if root.exists()
+                else "Adience folder does not exist")
         raise DataError(what, path=root, fix=fix)
     root = root.resolve()
 
@@ -113,7 +114,8 @@ def read_adience(root, *, remap_stray_ages: bool = False, check_images: bool = T
             files_seen += 1
             where = f"{fold_file.name}:{line_no}"
             if len(fields) != len(_HEADER):
-                skipped.append({"file": where, "reason": f"{len(fields)} tab-separated fields instead of {len(_HEADER)}"})
+                skipped.append({"file": where,
+                                "reason": f"{len(fields)} tab-separated fields instead of {len(_HEADER)}"})
                 continue
             fields = tuple(f.strip() for f in fields)
             user_id, original_image, face_id, age_text, gender_text = fields[:5]
@@ -155,10 +157,9 @@ def read_adience(root, *, remap_stray_ages: bool = False, check_images: bool = T
                          "gender": gender, "race": MISSING, "group": user_id, "source": "adience", "fold": k,
                          "age_label": age_text})
 
-    frame = normalize_frame(rows)
-    if rows:
-        frame["fold"] = frame["fold"].astype("int64")
-        frame["age_label"] = frame["age_label"].astype(object)
+    frame = normalize_frame(rows) if rows else empty_frame({"fold": "int64", "age_label": object})
+    frame["fold"] = frame["fold"].astype("int64")
+    frame["age_label"] = frame["age_label"].astype(object)
 
     a, d = counts["all"], counts["kept"]
     notes.append(f"label counts over all {a['rows']:,} rows, duplicates included (the published protocol): "

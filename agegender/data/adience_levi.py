@@ -33,12 +33,11 @@ and images are not checked; with it, absent images go to ``missing``.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, normalize_frame
+from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, empty_frame, normalize_frame
 from agegender.errors import DataError
 
 __all__ = ["read_levi_splits"]
@@ -121,9 +120,8 @@ def read_levi_splits(splits_dir, adience_root=None, *, fold: int, task: str) -> 
                              "age_group": label if task == "age" else MISSING,
                              "gender": label if task == "gender" else MISSING,
                              "race": MISSING, "group": user_id, "source": "adience", "partition": split})
-        frame = normalize_frame(rows)
-        if rows:
-            frame["partition"] = frame["partition"].astype(object)
+        frame = normalize_frame(rows) if rows else empty_frame({"partition": object})
+        frame["partition"] = frame["partition"].astype(object)
         if duplicates:
             notes.append(f"{len(duplicates)} lines repeat an image listed earlier in {list_file.name} "
                          "(the fold files' exact duplicates; kept as Levi & Hassner did)")
@@ -140,7 +138,8 @@ def read_levi_splits(splits_dir, adience_root=None, *, fold: int, task: str) -> 
     if shared:
         result["val"].notes.append(f"{len(shared)} images of the val list also occur in the train list "
                                    "(duplicate rows of the fold files split across them)")
-    leak = set(result["test"].frame["group"]) & (set(result["train"].frame["group"]) | set(result["val"].frame["group"]))
+    seen_users = set(result["train"].frame["group"]) | set(result["val"].frame["group"])
+    leak = set(result["test"].frame["group"]) & seen_users
     if leak:
         result["test"].notes.append(f"{len(leak)} user_ids of the test list also occur in train/val")
     return result

@@ -78,7 +78,8 @@ def audit(dataset: str, data_dir, *, protocol: str | None = None, coral_csv_dir=
         split_of = dict(zip(split.frame["path"], split.frame["split"]))
     if hash_duplicates:
         missing = set(samples.missing)
-        paths = [p for p in dict.fromkeys(frame["path"]) if p not in missing and Path(p).is_file()]
+        present = frame.loc[~frame["file"].isin(missing) & ~frame["path"].isin(missing), "path"]
+        paths = [p for p in dict.fromkeys(present) if Path(p).is_file()]
         result["duplicates"] = _duplicates(paths, split_of, progress)
     return result
 
@@ -115,7 +116,7 @@ def _duplicates(paths: list[str], split_of: dict, progress: bool) -> dict:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         digests = list(tqdm(pool.map(_hash, paths), total=len(paths), desc="hashing", unit="file",
-                            disable=not progress or len(paths) < 2000, leave=False))
+                            disable=True if not progress or len(paths) < 2000 else None, leave=False))
     by_digest: dict[str, list[str]] = {}
     for path, digest in zip(paths, digests):
         by_digest.setdefault(digest, []).append(path)

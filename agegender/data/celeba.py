@@ -44,7 +44,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agegender.data.samples import MISSING, Samples, normalize_frame
+from agegender.data.samples import MISSING, Samples, empty_frame, normalize_frame
 from agegender.errors import DataError
 
 __all__ = ["read_celeba"]
@@ -123,7 +123,8 @@ def read_celeba(root, *, attributes=("Male", "Young")) -> Samples:
         if group is None:
             group, no_identity = name, no_identity + 1
         gender = MISSING if male is None else (0 if values[male] == "1" else 1)
-        row = {"path": str(root / rel), "file": rel, "gender": gender, "race": MISSING, "group": group, "source": "celeba", "partition": part}
+        row = {"path": str(root / rel), "file": rel, "gender": gender, "race": MISSING, "group": group,
+               "source": "celeba", "partition": part}
         for attr in wanted:
             row[attr] = 1 if values[by_lower[attr.lower()]] == "1" else 0
         rows.append(row)
@@ -139,11 +140,10 @@ def read_celeba(root, *, attributes=("Male", "Young")) -> Samples:
         notes.append(f"{no_identity:,} rows have no identity in {_IDENTITY_FILE} (group = file name)")
     if missing and listing is not None:
         notes.append(f"{len(missing):,} of {len(rows):,} images are absent from {root / image_dir}")
-    frame = normalize_frame(rows)
-    if rows:
-        frame["partition"] = frame["partition"].astype(object)
-        for attr in wanted:
-            frame[attr] = frame[attr].astype("int64")
+    frame = normalize_frame(rows) if rows else empty_frame({"partition": object, **{a: "int64" for a in wanted}})
+    frame["partition"] = frame["partition"].astype(object)
+    for attr in wanted:
+        frame[attr] = frame[attr].astype("int64")
     return Samples(source="celeba", root=str(root), frame=frame, files_seen=len(lines), skipped=skipped,
                    duplicate_rows=duplicates, missing=missing, notes=notes)
 
@@ -151,8 +151,8 @@ def read_celeba(root, *, attributes=("Male", "Young")) -> Samples:
 def _check_not_html(path: Path, text_head: str) -> None:
     head = text_head.lstrip("\ufeff \t\r\n").lower()
     if head.startswith(("<!doctype html", "<html")) or "google drive" in head or "quota" in head:
-        raise DataError("is an HTML page, not a CelebA label file (the download failed, typically Google Drive's "
-                        "'quota exceeded' or virus-scan page)", path=path, fix=_FETCH)
+        raise DataError("is a web page (HTML or a Google Drive message), not a CelebA label file: the download "
+                        "failed, typically on Drive's 'quota exceeded' or virus-scan page", path=path, fix=_FETCH)
 
 
 def _read_text(path: Path) -> list[str]:

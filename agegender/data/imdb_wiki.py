@@ -91,7 +91,7 @@ def read_imdb_wiki(root, *, which: str = "auto", min_face_score=None, single_fac
         for sub in chosen:
             if sub not in found:
                 raise DataError(f"{sub}_crop/{sub}.mat not found", path=root,
-                                fix=f"extract {sub}_crop.tar into {root} (giving {root / f'{sub}_crop' / f'{sub}.mat'})")
+                                fix=f"extract {sub}_crop.tar into {root} (giving {root}/{sub}_crop/{sub}.mat)")
 
     rows, skipped, files_seen = [], [], 0
     counts = {"min_face_score": 0, "single_face_only": 0, "age_range": 0}
@@ -147,7 +147,8 @@ def read_imdb_wiki(root, *, which: str = "auto", min_face_score=None, single_fac
     if single_face_only:
         notes.append(f"filter single_face_only (finite second_face_score): {counts['single_face_only']:,} rows removed")
     if age_range is not None:
-        notes.append(f"filter age_range {age_range[0]}-{age_range[1]} (inclusive): {counts['age_range']:,} rows removed")
+        lo, hi = age_range
+        notes.append(f"filter age_range {lo}-{hi} (inclusive): {counts['age_range']:,} rows removed")
     notes.append("image files not checked (the metadata is read without opening the crops)")
     frame = normalize_frame(rows) if rows else empty_frame({"face_score": "float64", "subset": object})
     frame["face_score"] = frame["face_score"].astype("float64")

@@ -91,7 +91,8 @@ def read_utkface(root, *, layout: str = "auto") -> Samples:
                          f"read the {layout} layout; pass layout= to choose the other")
 
     rows, skipped, repaired = [], [], []
-    for rel in tqdm(files, desc="UTKFace names", unit="file", leave=False, disable=None if len(files) > 10_000 else True):
+    quiet = True if len(files) <= 10_000 else None  # None: tqdm shows a bar only on a terminal
+    for rel in tqdm(files, desc="UTKFace names", unit="file", leave=False, disable=quiet):
         name = rel.rsplit("/", 1)[-1]
         parsed = _parse(name, layout)
         if isinstance(parsed, str):

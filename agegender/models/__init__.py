@@ -1,0 +1,4 @@
+"""Model builders. Importing this package registers the custom layers, so saved ``.keras``
+models load with ``keras.models.load_model(path, safe_mode=True)``."""
+
+from agegender.models import lrn  # noqa: F401  (registers LocalResponseNormalization)
