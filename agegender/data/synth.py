@@ -157,7 +157,7 @@ def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
         "eye_open": rng.normal(0.42 if race == 2 else 0.62, 0.04),
         "nose_w": rng.normal({1: 0.25, 3: 0.2}.get(race, 0.17), 0.015),
         "mouth_w": rng.normal(0.3 if male else 0.28, 0.02),
-        "grey_onset": rng.normal(42, 6),
+        "grey_onset": rng.normal(34, 5),
         "wrinkle": rng.uniform(0.75, 1.25),
         "bald_onset": rng.normal(38, 8) if (male and rng.random() < 0.4) else 1e9,
         "beard": str(rng.choice(["none", "stubble", "full", "goatee", "mustache"],
@@ -214,7 +214,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     male = ident["gender"] == 0
     child = float(np.clip((16.0 - age) / 15.0, 0.0, 1.0))
     adult = 1.0 - child
-    oldness = float(np.clip((age - 25.0) / 55.0, 0.0, 1.2))
+    oldness = float(np.clip((age - 20.0) / 60.0, 0.0, 1.2))
 
     ss = max(1, math.ceil(128 / min(width, height)))
     margin = 0.12
@@ -225,19 +225,20 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
 
     cx = W / 2 + rng.normal(0, 0.035) * u
     cy = H / 2 + rng.normal(0.02, 0.03) * u
-    scale = rng.uniform(0.9, 1.08) * (0.86 + 0.14 * adult)
+    scale = rng.uniform(0.93, 1.06) * (0.74 + 0.26 * adult) * (1 + 0.06 * min(oldness, 1.0))
     b = 0.33 * u * scale
-    a = b * (ident["aspect"] + 0.13 * child)
+    a = b * (ident["aspect"] + 0.13 * child + 0.05 * min(oldness, 1.0))
     jaw = ident["jaw"] * (1 - 0.6 * child) + 2.0 * 0.6 * child
 
     skin = np.asarray(ident["skin"], float)
     skin = np.asarray(_mix(skin, (255, 214, 198), 0.22 * child))
     lum = skin.mean()
-    skin = lum + (skin - lum) * (1 - 0.45 * min(oldness, 1.0)) + 6 * min(oldness, 1.0)
+    fade = float(np.clip((age - 12.0) / 70.0, 0, 1))
+    skin = lum + (skin - lum) * (1 - 0.6 * fade) + 10 * fade
     shade = skin * 0.78
     dark = skin * 0.6
 
-    grey = float(np.clip((age - ident["grey_onset"]) / 28.0, 0, 1))
+    grey = float(np.clip((age - ident["grey_onset"]) / 30.0, 0, 1))
     hair = np.asarray(_mix(ident["hair"], _GREY, grey))
     bald = float(np.clip((age - ident["bald_onset"]) / 25.0, 0, 1))
     style = ident["style"]
@@ -309,8 +310,8 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
 
     # eyes
     ex = a * (0.4 + 0.02 * child)
-    er = a * (0.17 + 0.07 * child)
-    ev = er * (ident["eye_open"] + 0.12 * child)
+    er = a * (0.17 + 0.09 * child)
+    ev = er * (ident["eye_open"] + 0.12 * child) * (1 - 0.25 * min(oldness, 1.0))
     for side in (-1, 1):
         x = cx + side * ex
         d.ellipse([x - er, ey - ev, x + er, ey + ev], fill=(242, 240, 236))
@@ -341,7 +342,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     lip = np.array((178, 48, 70)) * rng.uniform(0.85, 1.1) if lipstick else np.asarray(
         _mix(skin * (0.82, 0.58, 0.58), (200, 90, 100), 0.3 if not male else 0.0))
     smile = rng.random() < 0.45
-    lh = b * (0.05 if male else 0.065)
+    lh = b * (0.05 if male else 0.065) * (1 - 0.3 * min(oldness, 1.0))
     # beard
     beard = ident["beard"] if age >= 17 else "none"
     bc = hair * 0.9
@@ -379,25 +380,28 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     # ageing: wrinkles, bags, spots
     w = oldness * ident["wrinkle"]
     if w > 0.05:
-        alpha = 30 + 150 * min(w, 1.0)
-        wc = _rgb(dark * 0.8, alpha)
-        ww = max(1, int(u * 0.006))
+        alpha = 40 + 170 * min(w, 1.0)
+        wc = _rgb(dark * 0.75, alpha)
+        ww = max(1, int(u * 0.015))
         for k in range(int(round(1 + 4 * min(w, 1.0)))):
-            y = hair_y + b * 0.12 + k * b * 0.07 if bald < 0.75 else cy - b * (0.5 - 0.07 * k)
+            y = max(hair_y, cy - b * 0.62) + b * 0.06 + k * b * 0.06
             if y < ey - ev - b * 0.12:
                 d.arc([cx - a * 0.55, y, cx + a * 0.55, y + b * 0.15], 200, 340, fill=wc, width=ww)
         for side in (-1, 1):
             d.arc([cx + side * nw * 1.1 - (a * 0.35 if side > 0 else 0), ny - b * 0.05,
                    cx + side * nw * 1.1 + (a * 0.35 if side < 0 else 0), my + b * 0.25],
                   90 if side > 0 else 0, 180 if side > 0 else 90, fill=wc, width=ww)
+            if w > 0.5:
+                d.arc([cx + side * mw * 0.2 - a * 0.3, my + lh * 2, cx + side * mw * 0.2 + a * 0.3, cy + b * 0.95],
+                      200 if side < 0 else 300, 240 if side < 0 else 340, fill=wc, width=ww)
             if w > 0.3:
                 x = cx + side * (ex + er * 1.1)
                 for k in (-1, 0, 1):
                     d.line([x, ey + k * ev * 0.5, x + side * er * 0.45, ey + k * ev * 1.2], fill=wc, width=ww)
                 d.arc([cx + side * ex - er * 0.8, ey + ev * 0.6, cx + side * ex + er * 0.8, ey + ev * 2.2],
                       20, 160, fill=wc, width=ww)
-        if w > 0.7:
-            for _ in range(int(10 * (w - 0.6))):
+        if w > 0.6:
+            for _ in range(int(16 * (w - 0.5))):
                 x, y = cx + rng.uniform(-0.7, 0.7) * a, cy + rng.uniform(-0.6, 0.5) * b
                 r = u * rng.uniform(0.006, 0.012)
                 d.ellipse([x - r, y - r, x + r, y + r], fill=_rgb(dark * 0.9, 90))

@@ -1,0 +1,849 @@
+"""Jørgensen, Ringsted & Rajagopal: reduced Levi–Hassner CNNs, multi-task and Xception transfer on Adience.
+
+Paper 001, "Gender and Age Classification using Multi-task Learning with Convolutional Neural
+Networks" (NTU, 2022; ``../shared/papers/001_7c2710ba0c71b2bf.txt``). Its baseline is Levi &
+Hassner, "Age and Gender Classification using Convolutional Neural Networks", CVPR-W 2015.
+
+What this reproduces
+--------------------
+- **Table 3** (gender accuracy, age accuracy, mean ± std over the five subject-exclusive folds,
+  and the average number of training epochs) for the four models of the paper:
+  ``gender`` (reduced CNN, 1 sigmoid), ``age`` (reduced CNN, 8 softmax), ``multitask``
+  (shared convolutional part, two branches, Eq. 1 loss) and ``transfer`` (Xception backbone,
+  ImageNet weights, last 10 layers trainable). One run record per fold and model; the table
+  generator (``results/tables.py``) averages the folds. The "Baseline*" row (Levi & Hassner's
+  own figures) is shown from the published catalogue.
+- **Table 2** (parameter counts), **Table 1** (layer shapes, filters, strides, parameters of the
+  reduced gender model) and the counts of Sections 3.1/3.3, from the Keras builds at 227x227.
+- **Figures 4-7**: learning curves, one PNG per fold (in its run folder) and one per model with
+  every fold of the invocation (``<out>/figures/jorgensen_figure<N>_<model>.png``).
+- Beyond the paper (standard Adience reporting, table ``Table 3 (extra)``): one-off age
+  accuracy, Levi & Hassner's over-sampled test accuracy (centre + 4 corner crops and their
+  mirror images, :mod:`agegender.oversample`), best epoch, seconds per epoch, majority-class
+  accuracy; per-fold confusion matrices (PNG and in ``metrics``).
+
+Command
+-------
+::
+
+    python -m reproductions.adience_levi --data-dir ADIENCE [--model all] [--folds 0,1,2,3,4]
+    make reproduce-adience DATA_DIR=ADIENCE          # the same, every model and fold
+    python -m reproductions.adience_levi --describe  # parameter counts as JSON, no data
+
+``ADIENCE`` holds ``fold_0_data.txt`` ... ``fold_4_data.txt`` and ``aligned/<user_id>/
+landmark_aligned_face.<face_id>.<original_image>``. Results go to ``results/runs`` and
+``results/tables`` (``--out DIR``: ``DIR/runs``, ``DIR/tables``, ``DIR/README.md``).
+
+Expected runtime and figures
+----------------------------
+The paper trained on one 8 GB GPU: 80-90 s per epoch for the reduced models, 90-100 s for
+the multi-task model, 45-90 min per fold; on average 50.8 (gender), 34.2 (age), 26.0
+(multi-task) and 14.2 (transfer) epochs per fold, i.e. about 15-20 GPU hours for all four
+models and five folds at the paper's speed (not measured here: this repository's machines
+have no GPU; expect a modern GPU with mixed precision to be several times faster, the
+input pipeline then being the limit). On 2 CPU cores a ``--smoke`` run of one model and two
+folds on a few hundred generated faces takes about half a minute.
+Published Table 3 (%): gender 84.8 ± 1.1 (50.8 epochs); age 46.8 ± 3.7 (34.2); multi-task
+84.0 ± 1.4 / 47.3 ± 4.9 (26.0); transfer 89.3 ± 1.4 / 49.4 ± 4.9 (14.2); Levi & Hassner's
+baseline 86.8 ± 1.4 / 50.7 ± 5.1.
+
+Protocol and decisions (paper section; NOTES.md "Jørgensen (001)" and "Checked facts")
+---------------------------------------------------------------------------------------
+- Data (Sec. 2.1): the official fold files, rows with one of the 8 canonical age groups and
+  m/f gender; stray age labels are dropped (masked), as the paper does. Exact duplicate rows
+  are **kept** (``read_adience(keep_duplicates=True)``): NOTES.md's published counts (16,258
+  rows with both labels; the paper says 16,228) include them, and so do Levi & Hassner's
+  lists. Each model uses the rows valid for its tasks: gender-only rows for the gender model,
+  age-only rows for the age model, rows with both labels for the multi-task and transfer
+  models (the joint filter). Rows whose image is absent are left out, with a warning.
+- Cross-validation (Sec. 2.2): the five subject-exclusive folds of the fold files (the
+  splits of Levi & Hassner); train on four, test on the fifth.
+- **Validation for early stopping** (not in the paper, which trains on four folds and names
+  no validation set): by default a subject-exclusive hold-out of the training folds: users
+  (``user_id``), in a seeded random order, are moved to validation until they hold 10% of
+  the training images (``--val-fraction``); no user is in two of train/val/test.
+  ``--validation test`` stops on the test fold itself (probably what a Keras script with
+  ``validation_data=test`` does; optimistic, labelled in the notes). ``--protocol levi
+  --levi-splits DIR`` uses Levi & Hassner's own per-fold train/val/test lists instead.
+- Architecture (Table 1, Sec. 3.1-3.3): :mod:`agegender.models.levi_hassner` (3x3/2 pooling
+  where Table 1 prints 1x1, LRN size 5 / alpha 1e-4 / beta 0.75) and
+  :mod:`agegender.models.xception_transfer` (227x227 input, not the text's 299x299: only 227
+  gives Table 2). Both take raw 0-255 pixels and rescale inside, so ``pixel_scale=1.0``.
+- Training (Sec. 3.4): Adam alpha 1e-4 (NOTES.md: the paper calls it the default; Keras's is
+  1e-3), beta_1 0.9, beta_2 0.999, epsilon 1e-7; batch 128; at most 100 epochs; early stopping
+  on ``val_loss`` (Keras's default monitor; the paper names none) with patience 10 and the best
+  weights restored, plus a best-model checkpoint (``model.keras`` in the run folder); binary
+  cross-entropy for gender, sparse categorical cross-entropy for age;
+  ``L = gamma * L_gender + (1 - gamma) * L_age`` with gamma 0.5 (the paper gives no value;
+  ``--gamma``). Augmentation: random 227x227 crops of the 256x256 image only (Sec. 3.4: "only
+  random cropping", no flips); centre crop at test. Mixed precision on a GPU.
+- ``--weights imagenet`` (the default for ``transfer``) needs the Keras download; offline it
+  stops before any training with a one-line message naming the file to copy and
+  ``--weights PATH``. ``--weights none`` trains the Xception model from scratch: its cells go
+  to the row ``Transfer Classification (no ImageNet weights, from scratch)`` so they are never
+  averaged with ImageNet runs. Likewise a gamma other than 0.5 gets its own row.
+- Any setting that differs from the paper's (``--smoke``, ``--epochs``, ``--batch-size`` ...)
+  is named in every cell's ``note``, so it shows in the table's notes column.
+- Table 1/2 cells come from the Keras builds, not from data. The records module only knows
+  the data kinds real / sample / generated; this record uses ``real`` (a parameter count is
+  final whatever data is used, and ``generated`` would wrongly mark it as provisional), and
+  its ``data.dataset`` and every cell's note say that no images are involved. It is written
+  once per output folder (``runs/adience_levi/model_build/keras-227``, overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from agegender.errors import DataError  # noqa: E402
+
+REPRODUCTION = "adience_levi"
+PAPER = "jorgensen"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SMOKE_OUT = Path("build") / "adience_levi_smoke"
+XCEPTION_NOTOP = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+XCEPTION_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/xception/{XCEPTION_NOTOP}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One model of the paper with every setting that drives its training (sources in comments)."""
+
+    name: str                            # gender | age | multitask | transfer
+    row: str                             # Table 3 row label, as printed
+    figure: int                          # the paper's learning-curve figure (Sec. 4)
+    tasks: tuple[str, ...]               # model outputs; also the row filter of the split
+    architecture: str = "levi_reduced"   # Table 1 (levi_reduced) or Sec. 3.3 (xception)
+    weights: str | None = None           # xception only: "imagenet" (Sec. 3.3), None, or a file
+    trainable_tail: int = 10             # Sec. 3.3: the last 10 Xception layers stay trainable
+    image_size: int = 227                # Table 1: random 227x227 crop
+    load_size: int = 256                 # Table 1: 256x256 input image
+    flip: bool = False                   # Sec. 3.4: "only random cropping"
+    dropout: float = 0.5                 # Table 1: both dropout layers, rate 0.5
+    batch_size: int = 128                # Sec. 3.4
+    epochs: int = 100                    # Sec. 3.4: "trained for 100 epochs" (at most; early stopping)
+    patience: int = 10                   # Sec. 3.4: early stopping, patience 10
+    monitor: str = "val_loss"            # not stated: Keras EarlyStopping's default
+    learning_rate: float = 1e-4          # Sec. 3.4 alpha = 0.0001 (NOTES.md: not Keras's 1e-3)
+    beta_1: float = 0.9                  # Sec. 3.4
+    beta_2: float = 0.999                # Sec. 3.4
+    epsilon: float = 1e-7                # Sec. 3.4: 10^-7
+    gamma: float = 0.5                   # Eq. 1 weight of L_gender; no value in the paper (NOTES.md: 0.5)
+    validation: str = "users"            # not in the paper: see the module docstring
+    val_fraction: float = 0.1            # share of training images held out (validation="users")
+    oversample: bool = True              # Levi & Hassner's 10-crop test (extra table only)
+    max_rows_per_fold: int | None = None  # None = every row (the paper); smoke runs sample a few
+    seed: int = 0
+    smoke: bool = False
+
+
+EXPERIMENTS = {
+    "gender": Experiment("gender", "Gender Classification", 4, ("gender",)),
+    "age": Experiment("age", "Age Classification", 5, ("age",)),
+    "multitask": Experiment("multitask", "Multitask Classification", 6, ("gender", "age")),
+    "transfer": Experiment("transfer", "Transfer Classification", 7, ("gender", "age"),
+                           architecture="xception", weights="imagenet"),
+}
+MODELS = tuple(EXPERIMENTS)
+
+
+def smoke(exp: Experiment) -> Experiment:
+    """The same experiment at smoke scale: 2 epochs of small images on at most 200 rows per fold."""
+    small = 71 if exp.architecture == "xception" else 64  # Xception accepts no less than 71x71
+    return dataclasses.replace(exp, smoke=True, epochs=2, image_size=small, load_size=small + 8, batch_size=32,
+                               max_rows_per_fold=200)
+
+
+# ----------------------------------------------------------------------------- models
+
+def build_model(exp: Experiment, *, weights="config"):
+    """The Keras model of ``exp`` at ``exp.image_size`` (``weights`` overrides ``exp.weights``)."""
+    shape = (exp.image_size, exp.image_size, 3)
+    if exp.architecture == "xception":
+        from agegender.models.xception_transfer import build_xception_multitask
+
+        return build_xception_multitask(input_shape=shape, weights=exp.weights if weights == "config" else weights,
+                                        trainable_tail=exp.trainable_tail, dropout=exp.dropout)
+    from agegender.models.levi_hassner import build_levi_hassner
+
+    task = exp.tasks[0] if len(exp.tasks) == 1 else "multitask"
+    return build_levi_hassner(task, "reduced", input_shape=shape, dropout=exp.dropout)
+
+
+def _counts(model) -> dict:
+    import numpy as np
+
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return {"trainable": trainable, "non_trainable": non_trainable, "total": trainable + non_trainable}
+
+
+def model_facts() -> tuple[dict, list[dict]]:
+    """Build every model at the paper's 227x227 (weights None, no data, no network).
+
+    Returns ``({"models": {name: {trainable, non_trainable, total}}}, cells)`` where the cells
+    are Table 1 (reduced gender model), Table 2 and the counts printed in Sections 3.1 and 3.3.
+    """
+    import keras
+
+    from agegender.models.levi_hassner import build_levi_hassner
+
+    note = "counted from the Keras build at 227x227; independent of data"
+    models, cells = {}, []
+    for name in ("gender", "age", "multitask", "transfer"):
+        keras.backend.clear_session()
+        model = build_model(EXPERIMENTS[name], weights=None)
+        models[name] = _counts(model)
+        if name == "gender":
+            cells += _table1_cells(model, EXPERIMENTS[name])
+        if name == "age":
+            cells.append(_cell("Section 3.1", "reduced age model", "output layer parameters",
+                               model.get_layer("age").count_params(), "params", note))
+        if name == "multitask":
+            models["conv_part"] = _counts(keras.Model(model.input, model.get_layer("flatten").output))
+        if name == "transfer":
+            backbone = keras.Model(model.input, model.get_layer("flatten").input)
+            cells.append(_cell("Section 3.3", "Xception", "parameters", backbone.count_params(), "params",
+                               note + "; Xception(include_top=False), the base without the branches"))
+        del model
+    keras.backend.clear_session()
+    models["levi_full"] = _counts(build_levi_hassner("gender", "full"))
+    keras.backend.clear_session()
+    ordered = {k: models[k] for k in ("gender", "age", "multitask", "transfer", "levi_full", "conv_part")}
+
+    rows = {"gender": "Gender", "age": "Age", "multitask": "multi-task", "transfer": "Transfer learning",
+            "conv_part": "Functional layer"}
+    columns = {"trainable": "Trainable parameters", "non_trainable": "Non trainable parameters",
+               "total": "Total parameters"}
+    for key, row in rows.items():
+        for field, column in columns.items():
+            cells.append(_cell("Table 2", row, column, ordered[key][field], "params", note))
+    cells.append(_cell("Section 3.1", "Baseline (Levi & Hassner)", "trainable parameters",
+                       ordered["levi_full"]["trainable"], "params",
+                       note + "; full width 96/256/384 filters, 512-unit FC, gender head"))
+    return {"models": ordered}, cells
+
+
+def _cell(table, row, column, value, unit, note="") -> dict:
+    cell = {"table": table, "row": row, "column": column, "value": float(value), "unit": unit}
+    if note:
+        cell["note"] = note
+    return cell
+
+
+def _table1_cells(model, exp: Experiment) -> list[dict]:
+    """Table 1 rows of the reduced gender model, read off the built layers."""
+    note = "from the Keras build; independent of data"
+    cells = []
+
+    def size(row, shape, extra=""):
+        n = "; ".join(x for x in (note, extra) if x)
+        if len(shape) == 1:
+            cells.append(_cell("Table 1", row, "Size of Output Image", shape[0], "count", n))
+            return
+        for column, value, unit in zip(("height", "width", "channels"), shape, ("pixels", "pixels", "count")):
+            cells.append(_cell("Table 1", row, f"Size of Output Image {column}", value, unit, n))
+
+    def out(layer):
+        return tuple(int(d) for d in layer.output.shape[1:])
+
+    size("Input image", (exp.load_size, exp.load_size, 3), "the pipeline's resize before cropping")
+    size("Random cropping", tuple(int(d) for d in model.input.shape[1:]), "the model's input")
+    size("Rescaling", out(model.get_layer("rescaling")))
+    for i in (1, 2, 3):
+        conv = model.get_layer(f"block{i}_conv")
+        row = f"Convolution {i}"
+        cells.append(_cell("Table 1", row, "Number of Filters", conv.filters, "count", note))
+        for column, value in zip(("height", "width"), conv.kernel_size):
+            cells.append(_cell("Table 1", row, f"Size of Each Filter {column}", value, "pixels", note))
+        cells.append(_cell("Table 1", row, "Size of Each Filter depth", int(conv.input.shape[-1]), "count", note))
+        for column, value in zip(("height", "width"), conv.strides):
+            cells.append(_cell("Table 1", row, f"Stride Value {column}", value, "pixels", note))
+        size(row, out(conv))
+        cells.append(_cell("Table 1", row, "Parameters", conv.count_params(), "params", note))
+        size(f"ReLU {i}", out(conv), "ReLU fused into the convolution layer")
+        pool = model.get_layer(f"block{i}_pool")
+        row = f"Max pooling {i}"
+        for column, value in zip(("height", "width"), pool.pool_size):
+            cells.append(_cell("Table 1", row, f"Size of Each Filter {column}", value, "pixels",
+                               note + "; 3x3 window, as NOTES.md decides"))
+        for column, value in zip(("height", "width"), pool.strides):
+            cells.append(_cell("Table 1", row, f"Stride Value {column}", value, "pixels", note))
+        size(row, out(pool))
+        size(f"Local Response normalization {i}", out(model.get_layer(f"block{i}_lrn")))
+    for i, relu in ((1, 4), (2, 5)):
+        fc, drop = model.get_layer(f"gender_fc{i}"), model.get_layer(f"gender_dropout{i}")
+        size(f"Fully connected {i}", out(fc))
+        cells.append(_cell("Table 1", f"Fully connected {i}", "Parameters", fc.count_params(), "params", note))
+        size(f"ReLU {relu}", out(fc), "ReLU fused into the dense layer")
+        cells.append(_cell("Table 1", f"Dropout {i}", "Rate", drop.rate, "scalar", note))
+        size(f"Dropout {i}", out(drop))
+    head = model.get_layer("gender")
+    size("Output fully connected", out(head))
+    cells.append(_cell("Table 1", "Output fully connected", "Parameters", head.count_params(), "params", note))
+    size("Sigmoid", out(head), "sigmoid fused into the output layer")
+    return cells
+
+
+def check_transfer_weights(weights) -> None:
+    """Fail early, with a one-line :class:`DataError`, when the Xception weights cannot be had.
+
+    ``"imagenet"`` goes through the Keras download (cached in ``~/.keras/models``); a path
+    must exist and load into Xception. Runs before any data is read or model trained.
+    """
+    if weights is None:
+        return
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise DataError("Xception weights file not found", path=weights,
+                        fix=f"pass the path of {XCEPTION_NOTOP} (downloaded from {XCEPTION_URL}), "
+                            "--weights imagenet (needs network) or --weights none")
+    import contextlib
+    import io
+
+    import keras
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):  # Keras prints "Downloading data from ..."
+            keras.applications.Xception(include_top=False, weights=weights, input_shape=(71, 71, 3))
+    except Exception as err:  # the Keras download raises a bare Exception("URL fetch failure ...")
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:240]
+        if weights == "imagenet":
+            raise DataError(f"cannot download the ImageNet weights of Xception ({reason})",
+                            fix=f"on a machine with network access download {XCEPTION_URL}, copy it here and "
+                                f"pass --weights /path/to/{XCEPTION_NOTOP} (or put it in ~/.keras/models/); "
+                                "--weights none trains from scratch") from None
+        raise DataError(f"cannot load these weights into Xception ({reason})", path=weights,
+                        fix=f"pass Keras's ImageNet no-top file {XCEPTION_NOTOP} ({XCEPTION_URL})") from None
+    finally:
+        keras.backend.clear_session()
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_adience(data_dir, exp: Experiment, *, data_kind: str | None = None) -> tuple:
+    """Read the fold files (duplicates kept), drop rows without an image; return (frame, data info)."""
+    import numpy as np
+    import pandas as pd
+
+    from agegender.data.adience import read_adience
+    from agegender.data.provenance import data_kind as infer_kind
+
+    samples = read_adience(data_dir, keep_duplicates=True)
+    frame = samples.frame
+    missing = set(samples.missing)
+    if missing:
+        frame = frame[~frame["file"].isin(missing)].reset_index(drop=True)
+        if not len(frame):
+            raise DataError(f"none of the {len(samples.frame):,} labelled rows has its image",
+                            path=Path(samples.root) / "aligned",
+                            fix="put the Adience aligned faces at <data-dir>/aligned/<user_id>/"
+                                "landmark_aligned_face.<face_id>.<original_image>")
+        print(f"[adience_levi] warning: {len(missing):,} images are absent under {samples.root}/aligned; "
+              f"their rows are left out ({len(frame):,} rows remain)", file=sys.stderr)
+    n_files = samples.files_seen
+    if exp.max_rows_per_fold:
+        rng = np.random.default_rng(exp.seed)
+        parts = [part.iloc[np.sort(rng.permutation(len(part))[:exp.max_rows_per_fold])]
+                 for _, part in frame.groupby("fold", sort=True)]
+        frame = pd.concat(parts, ignore_index=True)
+        n_files = min(n_files, len(frame))
+    kind = data_kind or infer_kind(samples.root, "adience", n_files)
+    info = {"kind": kind, "dataset": "adience (aligned faces, official fold files, duplicates kept)",
+            "root": samples.root, "rows_read": samples.files_seen, "rows_used": int(len(frame)),
+            "images_absent": len(missing), "notes": samples.notes}
+    return frame, info
+
+
+def fold_split(frame, exp: Experiment, fold: int, *, protocol: str = "folds", levi_splits=None,
+               data_dir=None):
+    """The train/val/test split of ``fold`` for ``exp`` (validation drawn as ``exp.validation``)."""
+    from agegender.data.splits import make_split
+
+    if protocol == "levi":
+        return _levi_split(exp, fold, levi_splits, data_dir)
+    split = make_split(frame, "adience_folds", test_fold=fold, tasks=exp.tasks, seed=exp.seed)
+    if exp.validation == "test":
+        test = split.frame[split.frame["split"] == "test"].assign(split="val")
+        split.frame = split.frame.__class__.__array_priority__ and _concat(split.frame, test)
+        split.info["validation"] = "the test fold (optimistic: early stopping sees the test data)"
+    else:
+        _hold_out_users(split, exp.val_fraction, exp.seed + fold)
+    split.info["counts"] = split.counts()
+    for part in ("train", "val", "test"):
+        if not split.counts()[part]:
+            raise DataError(f"fold {fold} has no {part} rows for the {exp.name} model",
+                            path=data_dir, fix="check the fold files, or use more rows (smoke runs sample 200 per fold)")
+    return split
+
+
+def _concat(*frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def _hold_out_users(split, fraction: float, seed: int) -> None:
+    """Move whole training users to ``val`` until they hold ``fraction`` of the training images."""
+    import numpy as np
+
+    frame = split.frame
+    train = frame[frame["split"] == "train"]
+    sizes = train.groupby("group", sort=True).size()
+    if len(sizes) < 2:
+        raise DataError(f"cannot hold out validation users: the training folds have {len(sizes)} user(s)",
+                        fix="pass --validation test, or use data with more users per fold")
+    target = fraction * len(train)
+    chosen, total = [], 0
+    for i in np.random.default_rng(seed).permutation(len(sizes)):
+        if total >= target or len(chosen) == len(sizes) - 1:
+            break
+        if chosen and total + sizes.iloc[i] > 1.5 * target:
+            continue  # skip a user that would overshoot by far; the first one is always taken
+        chosen.append(sizes.index[i])
+        total += int(sizes.iloc[i])
+    frame.loc[(frame["split"] == "train") & frame["group"].isin(chosen), "split"] = "val"
+    split.info["validation"] = (f"{len(chosen)} of {len(sizes)} training users held out "
+                                f"({total} of {len(train)} images, target {fraction:.0%}); subject-exclusive")
+    split.info["val_users"] = sorted(map(str, chosen))
+
+
+def _levi_split(exp: Experiment, fold: int, levi_splits, data_dir):
+    """Levi & Hassner's per-fold lists; for two tasks the gender lists joined with the age labels."""
+    import numpy as np
+
+    from agegender.data.adience_levi import read_levi_splits
+    from agegender.data.splits import Split
+
+    if levi_splits is None:
+        raise DataError("--protocol levi needs --levi-splits", fix="pass --levi-splits DIR (test_fold_is_0 ... 4)")
+    lists = {task: read_levi_splits(levi_splits, data_dir, fold=fold, task=task) for task in exp.tasks}
+    frames, absent = [], set()
+    first = exp.tasks[0]
+    for part in ("train", "val", "test"):
+        frame = lists[first][part].frame.assign(split=part)
+        absent |= set(lists[first][part].missing)
+        if len(exp.tasks) == 2:
+            ages = lists["age"][part].frame.drop_duplicates("file").set_index("file")["age_group"]
+            frame["age_group"] = frame["file"].map(ages).fillna(-1).astype("int64")
+            frame = frame[frame["age_group"] >= 0]
+        frames.append(frame)
+    frame = _concat(*frames)
+    frame = frame[~frame["file"].isin(absent)].reset_index(drop=True)
+    split = Split("levi", frame, {"test_fold": fold, "validation": "Levi & Hassner's val list",
+                                  "images_absent": len(absent), "tasks": list(exp.tasks)})
+    if not len(frame):
+        raise DataError("no listed image was found", path=Path(data_dir) / "aligned",
+                        fix="pass --data-dir the folder holding aligned/")
+    split.info["counts"] = split.counts()
+    split.info["users_in_test_and_train"] = len(
+        set(frame.loc[frame.split == "test", "group"]) & set(frame.loc[frame.split != "test", "group"]))
+    _ = np  # numpy imported for symmetry with the folds path
+    return split
+
+
+# ----------------------------------------------------------------------------- training
+
+TARGET_KINDS = {"gender": ("gender", "binary"), "age": ("age_group", "sparse")}
+LOSSES = {"gender": "binary_crossentropy", "age": "sparse_categorical_crossentropy"}  # Sec. 3.4
+
+
+def table3_row(exp: Experiment) -> str:
+    """Table 3 row label; variants that are not the paper's model get a row of their own."""
+    row = exp.row
+    if exp.architecture == "xception" and exp.weights is None:
+        row += " (no ImageNet weights, from scratch)"
+    if len(exp.tasks) == 2 and exp.gamma != EXPERIMENTS[exp.name].gamma:
+        row += f" (γ = {exp.gamma:g})"
+    return row
+
+
+def deviations(exp: Experiment, protocol: str) -> list[str]:
+    """Notes naming every setting of ``exp`` that is not the paper's."""
+    paper = EXPERIMENTS[exp.name]
+    notes = []
+    if exp.smoke:
+        notes.append("SMOKE RUN (--smoke), not a reproduction")
+    for field in ("epochs", "batch_size", "image_size", "load_size", "patience", "learning_rate", "flip", "dropout",
+                  "monitor", "trainable_tail", "max_rows_per_fold"):
+        if getattr(exp, field) != getattr(paper, field):
+            notes.append(f"{field} {getattr(exp, field)} (paper {getattr(paper, field)})")
+    if exp.architecture == "xception" and exp.weights not in (None, "imagenet"):
+        notes.append(f"ImageNet weights from the file {Path(exp.weights).name}")
+    if exp.architecture == "xception" and exp.weights is None:
+        notes.append("Xception trained from scratch (--weights none), not the paper's ImageNet transfer")
+    if protocol == "levi":
+        notes.append("Levi & Hassner's per-fold lists (val list for early stopping)")
+    elif exp.validation == "test":
+        notes.append("early stopping on the test fold (--validation test, optimistic)")
+    else:
+        notes.append(f"early stopping on {exp.val_fraction:.0%} of the training folds' users (subject-exclusive)")
+    return notes
+
+
+def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: dict, run_id: str,
+             protocol: str, precision: str, verbose) -> dict:
+    """Train and evaluate ``exp`` on one fold; write its record, curves and confusion matrices."""
+    import keras
+    import numpy as np
+
+    from agegender.data.pipeline import Augment, Target, build_dataset
+    from agegender.metrics import classification_report
+    from agegender.oversample import oversampled_predictions
+    from agegender.plots import confusion_matrix, learning_curves
+    from agegender.records import RunRecorder
+    from agegender.training import train
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(exp.seed + fold)
+    targets = {task: Target(*TARGET_KINDS[task]) for task in exp.tasks}
+    bad_files: list = []
+    common = dict(batch_size=exp.batch_size, seed=exp.seed + fold, pixel_scale=1.0, report=bad_files)
+    train_ds = build_dataset(split.part("train"), targets, image_size=exp.image_size, load_size=exp.load_size,
+                             training=True, augment=Augment(flip=exp.flip), **common)
+    val_ds = build_dataset(split.part("val"), targets, image_size=exp.image_size, load_size=exp.load_size,
+                           **common)
+    # uncropped test images: the centre view of the over-sampling is the paper's centre crop
+    test_ds = build_dataset(split.part("test"), targets, image_size=exp.load_size, load_size=exp.load_size,
+                            cache=False, **common)
+
+    model = build_model(exp)
+    two = len(exp.tasks) == 2
+    model.compile(
+        optimizer=keras.optimizers.Adam(exp.learning_rate, beta_1=exp.beta_1, beta_2=exp.beta_2,
+                                        epsilon=exp.epsilon),
+        loss={task: LOSSES[task] for task in exp.tasks},
+        loss_weights={"gender": exp.gamma, "age": 1.0 - exp.gamma} if two else None,  # Eq. 1
+        weighted_metrics={task: ["accuracy"] for task in exp.tasks})
+    config = {**dataclasses.asdict(exp), "fold": fold, "protocol": protocol, "precision": precision}
+    data = {**data_info, "protocol": protocol, "test_fold": fold, "counts": split.counts(),
+            "split_info": {k: v for k, v in split.info.items() if k != "counts"}}
+    recorder = RunRecorder(REPRODUCTION, exp.name, config=config, seed=exp.seed, data=data, paper=PAPER,
+                           out=runs_dir, run_id=run_id)
+    split.save_manifest(recorder.run_dir / "split.csv")
+
+    started = time.time()
+    history = train(model, train_ds, val_ds, epochs=exp.epochs, recorder=recorder, patience=exp.patience,
+                    monitor=exp.monitor, verbose=verbose)
+    train_seconds = time.time() - started
+    epochs_run = len(history)
+    scores = [h.get(exp.monitor, math.inf) for h in history]
+    best_epoch = int(np.nanargmin(scores)) + 1 if history and not all(math.isinf(s) for s in scores) else epochs_run
+
+    labels, views, weights = oversampled_predictions(model, test_ds, exp.image_size, flip=True)
+    row, notes = table3_row(exp), "; ".join(deviations(exp, protocol))
+    metrics = {"test": {}, "epochs_run": epochs_run, "best_epoch": best_epoch, "train_seconds": train_seconds,
+               "images_skipped": bad_files}
+    cells = [_cell("Table 3", row, "Avg training epochs", epochs_run, "epochs", notes)]
+    extra = "Table 3 (extra)"
+    plots = {"learning_curves": str(learning_curves(
+        history, recorder.run_dir / "learning_curves.png",
+        f"Jørgensen Fig. {exp.figure}: {exp.name}, fold {fold}"))}
+    for task in exp.tasks:
+        keep = weights[task] > 0
+        truth = labels[task][keep].reshape(len(keep[keep]), -1)[:, 0].astype(int)
+        p = views[task][keep]
+        if task == "gender":
+            centre, over, classes = (p[:, 0, 0] > 0.5).astype(int), (p[..., 0].mean(1) > 0.5).astype(int), 2
+            names = ["male", "female"]
+        else:
+            from agegender.data.samples import ADIENCE_AGE_GROUPS
+
+            centre, over, classes = p[:, 0].argmax(-1), p.mean(1).argmax(-1), 8
+            names = list(ADIENCE_AGE_GROUPS)
+        report = classification_report(truth, centre, classes)
+        report_over = classification_report(truth, over, classes)
+        metrics["test"][task] = report
+        metrics["test"][f"{task}_oversampled"] = report_over
+        label = task.capitalize()
+        cells.append(_cell("Table 3", row, f"{label} accuracy", 100 * report["accuracy"], "percent", notes))
+        cells.append(_cell(extra, row, f"{label} accuracy, over-sampled (10 crops)",
+                           100 * report_over["accuracy"], "percent", notes))
+        cells.append(_cell(extra, row, f"{label} majority-class accuracy", 100 * report["majority_baseline"],
+                           "percent", notes))
+        if task == "age":
+            cells.append(_cell(extra, row, "Age one-off accuracy", 100 * report["one_off_accuracy"], "percent", notes))
+            cells.append(_cell(extra, row, "Age one-off accuracy, over-sampled (10 crops)",
+                               100 * report_over["one_off_accuracy"], "percent", notes))
+        plots[f"{task}_confusion"] = str(confusion_matrix(
+            report["confusion_matrix"], names, recorder.run_dir / f"{task}_confusion.png",
+            f"{exp.name}, fold {fold}: {task} (centre crop)"))
+    cells.append(_cell(extra, row, "Best epoch", best_epoch, "epochs", notes))
+    cells.append(_cell(extra, row, "Seconds per epoch", train_seconds / max(epochs_run, 1), "seconds", notes))
+    cells.append(_cell(extra, row, "Test images", len(labels[exp.tasks[0]]), "count", notes))
+    recorder.finish(metrics, cells, plots=plots)
+    keras.backend.clear_session()
+    return {"fold": fold, "history": history, "record": recorder.record_path, "metrics": metrics,
+            "cells": cells, "row": row, "notes": notes}
+
+
+def write_fold_summary(exp: Experiment, results: list[dict], *, runs_dir: Path, data_info: dict, stamp: str,
+                       figures_dir: Path) -> dict:
+    """Across the folds of one invocation: the ± columns of Table 3 (as a record) and Figure 4-7."""
+    import numpy as np
+
+    from agegender.records import RunRecorder
+
+    summary = {}
+    folds = [r["fold"] for r in results]
+    for task in exp.tasks:
+        values = [100 * r["metrics"]["test"][task]["accuracy"] for r in results]
+        summary[task] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"))
+    summary["epochs"] = float(np.mean([r["metrics"]["epochs_run"] for r in results]))
+    summary["figure"] = str(_fold_figure(exp, results, figures_dir / f"jorgensen_figure{exp.figure}_{exp.name}.png"))
+    if len(results) > 1:
+        note = "; ".join([f"sample std over folds {','.join(map(str, folds))} of one invocation "
+                          f"({len(folds)} folds)", results[0]["notes"]])
+        cells = [_cell("Table 3", results[0]["row"], f"{task.capitalize()} accuracy std", summary[task][1],
+                       "percent", note) for task in exp.tasks]
+        recorder = RunRecorder(REPRODUCTION, f"{exp.name}_folds", config={**dataclasses.asdict(exp), "folds": folds},
+                               seed=exp.seed, data={**data_info, "folds": folds}, paper=PAPER, out=runs_dir,
+                               run_id=f"{stamp}-s{exp.seed}")
+        recorder.finish({"fold_records": [str(r["record"]) for r in results], "summary": summary}, cells)
+    return summary
+
+
+def _fold_figure(exp: Experiment, results: list[dict], path: Path) -> Path:
+    """Learning curves of every fold in one figure, like the paper's Figures 4-7."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("loss", *(f"{t}_accuracy" for t in exp.tasks))
+            if any(k in h for r in results for h in r["history"])]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for i, r in enumerate(results):
+            epochs = [h["epoch"] for h in r["history"]]
+            color = f"C{i}"
+            ax.plot(epochs, [h.get(key, math.nan) for h in r["history"]], "-", color=color, label=f"fold {r['fold']}")
+            ax.plot(epochs, [h.get(f"val_{key}", math.nan) for h in r["history"]], "--", color=color)
+        ax.set_title(f"{key} (train —, validation --)", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Jørgensen Figure {exp.figure}: {exp.row}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_model_build_record(runs_dir: Path, facts=None) -> Path:
+    """Tables 1 and 2 (and the Sec. 3.1/3.3 counts) from the Keras builds, as one record."""
+    from agegender.records import RunRecorder
+
+    described, cells = facts or model_facts()
+    recorder = RunRecorder(REPRODUCTION, "model_build", paper=PAPER, out=runs_dir, run_id="keras-227", seed=0,
+                           config={"input_shape": [227, 227, 3], "weights": None},
+                           data={"kind": "real", "dataset": "none: parameter counts and layer shapes of the Keras "
+                                                            "builds; no images are read (kind 'real' because the "
+                                                            "figures are final whatever the data)"})
+    return recorder.finish(described, cells)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _folds(text: str) -> list[int]:
+    try:
+        folds = [int(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds must be comma-separated integers 0-4, got {text!r}") from None
+    if not folds or any(f not in range(5) for f in folds) or len(set(folds)) != len(folds):
+        raise argparse.ArgumentTypeError(f"folds must be distinct integers 0-4, got {text!r}")
+    return folds
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m reproductions.adience_levi", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reproduce Jørgensen et al. (Adience): 5-fold cross-validation of the reduced Levi-Hassner "
+                    "gender and age CNNs, the multi-task CNN and the multi-task Xception transfer model; writes "
+                    "one run record per fold and model and regenerates Tables 1-3 (see the module docstring).",
+        epilog="examples:\n"
+               "  python -m reproductions.adience_levi --describe\n"
+               "  python -m reproductions.adience_levi --data-dir ../shared/data/adience --model multitask "
+               "--folds 0,1\n"
+               "  python -m reproductions.adience_levi --data-dir DIR --model transfer --weights "
+               f"~/Downloads/{XCEPTION_NOTOP}\n"
+               "  python -m reproductions.adience_levi --data-dir build/synth_adience --smoke --data-kind generated")
+    parser.add_argument("--data-dir", help="Adience folder: fold_0_data.txt ... fold_4_data.txt and aligned/ "
+                                           "(required unless --describe)")
+    parser.add_argument("--model", choices=(*MODELS, "all"), default="all",
+                        help="which model(s) to train: gender, age, multitask, transfer (Xception) or all "
+                             "(default all, in that order)")
+    parser.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4],
+                        help="comma-separated test folds to run (default 0,1,2,3,4); each trains on the others")
+    parser.add_argument("--gamma", type=float, default=None,
+                        help="weight of the gender loss in L = gamma*L_gender + (1-gamma)*L_age for the two-task "
+                             "models (default 0.5; another value gets its own Table 3 row)")
+    parser.add_argument("--weights", default=None,
+                        help="Xception weights for --model transfer/all: imagenet (default; Keras download, needs "
+                             f"network), none (from scratch, labelled so), or PATH to {XCEPTION_NOTOP}")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny run to check the whole path: 2 epochs, 64x64 crops of 72x72 images (71/79 for "
+                             "Xception), batch 32, at most 200 rows per fold; default --out build/adience_levi_smoke; "
+                             "cells are labelled SMOKE RUN")
+    parser.add_argument("--out", default=None,
+                        help="output folder: OUT/runs (records), OUT/tables, OUT/README.md, OUT/figures "
+                             "(default: the repository's results/, or build/adience_levi_smoke with --smoke)")
+    parser.add_argument("--describe", action="store_true",
+                        help="print the parameter counts of every model as JSON and exit (no data, no network)")
+    parser.add_argument("--protocol", choices=("folds", "levi"), default="folds",
+                        help="folds: the official fold files, validation drawn as --validation (default); levi: "
+                             "Levi & Hassner's per-fold train/val/test lists (needs --levi-splits)")
+    parser.add_argument("--levi-splits", default=None,
+                        help="folder with test_fold_is_0 ... test_fold_is_4 (Levi & Hassner's lists), for "
+                             "--protocol levi")
+    parser.add_argument("--validation", choices=("users", "test"), default="users",
+                        help="early-stopping set with --protocol folds: users = a subject-exclusive hold-out of the "
+                             "training folds' users (default); test = the test fold itself (optimistic)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="share of the training images whose users are held out (default 0.1)")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100, the paper's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 128, the paper's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); fold k uses seed + k")
+    parser.add_argument("--no-oversample", action="store_true",
+                        help="skip nothing but the 10-crop evaluation is cheap; this flag is kept for symmetry "
+                             "and records oversample=False in the config")
+    parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
+                        help="override the data kind recorded for the tables (default: inferred from the folder: "
+                             "generated if it carries the synth marker, sample if it has fewer rows than Adience)")
+    parser.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+                        default="auto", help="Keras dtype policy (default auto: mixed_float16 on a GPU)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (default)")
+    args = parser.parse_args(argv)
+    if not args.describe and not args.data_dir:
+        parser.error("--data-dir is required (or pass --describe)")
+    if args.gamma is not None and not 0.0 <= args.gamma <= 1.0:
+        parser.error(f"--gamma must be within 0-1, got {args.gamma}")
+    if args.val_fraction is not None and not 0.0 < args.val_fraction < 1.0:
+        parser.error(f"--val-fraction must be within (0, 1), got {args.val_fraction}")
+    if args.epochs is not None and args.epochs < 1 or args.batch_size is not None and args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be positive")
+    return args
+
+
+def experiments_from_args(args) -> list[Experiment]:
+    """The selected experiments with the command line's overrides (never a second copy of a config)."""
+    names = MODELS if args.model == "all" else (args.model,)
+    chosen = []
+    for name in names:
+        exp = EXPERIMENTS[name]
+        if args.smoke:
+            exp = smoke(exp)
+        changes = {"seed": args.seed, "validation": args.validation, "oversample": not args.no_oversample}
+        for field, value in (("gamma", args.gamma), ("val_fraction", args.val_fraction), ("epochs", args.epochs),
+                             ("batch_size", args.batch_size)):
+            if value is not None:
+                changes[field] = value
+        if exp.architecture == "xception" and args.weights is not None:
+            changes["weights"] = None if args.weights.lower() == "none" else (
+                "imagenet" if args.weights.lower() == "imagenet" else os.path.expanduser(args.weights))
+        chosen.append(dataclasses.replace(exp, **changes))
+    return chosen
+
+
+def run(args) -> int:
+    if args.describe:
+        described, _ = model_facts()
+        print(json.dumps(described, indent=2))
+        return 0
+
+    exps = experiments_from_args(args)
+    out = Path(args.out) if args.out else (SMOKE_OUT if args.smoke else RESULTS)
+    runs_dir, figures_dir = out / "runs", out / "figures"
+    for exp in exps:  # fail before reading data or training anything
+        if exp.architecture == "xception":
+            check_transfer_weights(exp.weights)
+    frame, data_info = load_adience(args.data_dir, exps[0], data_kind=args.data_kind)
+    if args.protocol == "levi":
+        data_info["dataset"] = "adience (aligned faces, Levi & Hassner's per-fold lists)"
+    print(f"[adience_levi] {data_info['rows_used']:,} labelled rows from {data_info['root']} "
+          f"(data kind: {data_info['kind']}); models {', '.join(e.name for e in exps)}; "
+          f"folds {','.join(map(str, args.folds))}; output {out}")
+
+    from agegender.training import configure_precision
+
+    precision = configure_precision(args.precision)
+    write_model_build_record(runs_dir)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    summaries = {}
+    for exp in exps:
+        results = []
+        for fold in args.folds:
+            split = fold_split(frame, exp, fold, protocol=args.protocol, levi_splits=args.levi_splits,
+                               data_dir=args.data_dir)
+            counts = split.counts()
+            print(f"[adience_levi] {exp.name} fold {fold}: train {counts['train']:,}, val {counts['val']:,}, "
+                  f"test {counts['test']:,} ({split.info.get('validation', '')})")
+            result = run_fold(exp, fold, split, runs_dir=runs_dir, data_info=data_info,
+                              run_id=f"{stamp}-fold{fold}-s{exp.seed}", protocol=args.protocol, precision=precision,
+                              verbose=args.verbose)
+            m = result["metrics"]
+            scores = ", ".join(f"{t} {100 * m['test'][t]['accuracy']:.1f}% (over-sampled "
+                               f"{100 * m['test'][t + '_oversampled']['accuracy']:.1f}%)" for t in exp.tasks)
+            if "age" in exp.tasks:
+                scores += f", age one-off {100 * m['test']['age']['one_off_accuracy']:.1f}%"
+            print(f"[adience_levi] {exp.name} fold {fold}: {scores}; {m['epochs_run']} epochs "
+                  f"(best {m['best_epoch']}), {m['train_seconds'] / max(m['epochs_run'], 1):.1f} s/epoch; "
+                  f"record {result['record']}")
+            results.append(result)
+        summaries[exp.name] = (exp, write_fold_summary(exp, results, runs_dir=runs_dir, data_info=data_info,
+                                                       stamp=stamp, figures_dir=figures_dir))
+
+    from results.tables import generate
+
+    generate(runs_dir, out / "tables", out / "README.md")
+    _print_summary(summaries, data_info["kind"], len(args.folds))
+    print(f"[adience_levi] tables: {out / 'tables' / 'jorgensen__table-3.md'} (and table-2, table-1, "
+          f"table-3-extra); figures: {figures_dir}")
+    return 0
+
+
+def _print_summary(summaries: dict, kind: str, n_folds: int) -> None:
+    from results.catalogue import load_published
+
+    published = load_published(PAPER)
+    published = published[published["table"] == "Table 3"]
+
+    def paper(row, column):
+        hit = published[(published["row"] == row) & (published["column"] == column)]
+        return str(hit["value"].iloc[0]) if len(hit) else "-"
+
+    print(f"[adience_levi] Table 3 ({kind} data, {n_folds} fold(s)); paper in brackets:")
+    for exp, summary in summaries.values():
+        parts = []
+        for task in ("gender", "age"):
+            label = f"{task.capitalize()} accuracy"
+            if task in exp.tasks:
+                mean, std = summary[task]
+                text = f"{mean:.1f}" + ("" if math.isnan(std) else f" ± {std:.1f}")
+                parts.append(f"{task} {text} % [{paper(exp.row, label)} ± {paper(exp.row, label + ' std')}]")
+        parts.append(f"epochs {summary['epochs']:.1f} [{paper(exp.row, 'Avg training epochs')}]")
+        print(f"  {table3_row(exp):<28} " + "; ".join(parts))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
