@@ -37,3 +37,9 @@ audit-sample: install  ## audit the real UTKFace sample in ../shared/data
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache
+
+ADIENCE_ARGS ?=
+.PHONY: reproduce-adience
+reproduce-adience: install  ## Jørgensen (Adience): 5-fold CV of gender/age/multi-task/Xception models, Tables 1-3 (DATA_DIR=Adience root; offline: ADIENCE_ARGS="--weights none" or a weights file)
+	@test -n "$(DATA_DIR)" || { echo "error: pass DATA_DIR=<Adience folder with fold_0_data.txt ... and aligned/>"; exit 2; }
+	$(PY) -m reproductions.adience_levi --data-dir "$(DATA_DIR)" $(ADIENCE_ARGS)

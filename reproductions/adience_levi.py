@@ -41,8 +41,9 @@ the multi-task model, 45-90 min per fold; on average 50.8 (gender), 34.2 (age), 
 (multi-task) and 14.2 (transfer) epochs per fold, i.e. about 15-20 GPU hours for all four
 models and five folds at the paper's speed (not measured here: this repository's machines
 have no GPU; expect a modern GPU with mixed precision to be several times faster, the
-input pipeline then being the limit). On 2 CPU cores a ``--smoke`` run of one model and two
-folds on a few hundred generated faces takes about half a minute.
+input pipeline then being the limit). On 2 CPU cores a ``--smoke`` run of the multi-task model on
+two folds of 300 generated faces takes about a minute (a full run is not practical on a CPU).
+``--smoke --model transfer`` takes about a minute per fold (Xception at 71x71).
 Published Table 3 (%): gender 84.8 ± 1.1 (50.8 epochs); age 46.8 ± 3.7 (34.2); multi-task
 84.0 ± 1.4 / 47.3 ± 4.9 (26.0); transfer 89.3 ± 1.4 / 49.4 ± 4.9 (14.2); Levi & Hassner's
 baseline 86.8 ± 1.4 / 50.7 ± 5.1.
@@ -95,7 +96,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import copy
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -193,7 +196,13 @@ def model_facts() -> tuple[dict, list[dict]]:
 
     Returns ``({"models": {name: {trainable, non_trainable, total}}}, cells)`` where the cells
     are Table 1 (reduced gender model), Table 2 and the counts printed in Sections 3.1 and 3.3.
+    The builds take ~10 s on 2 CPU cores, so the result is computed once per process.
     """
+    return copy.deepcopy(_model_facts())
+
+
+@functools.lru_cache(maxsize=1)
+def _model_facts() -> tuple[dict, list[dict]]:
     import keras
 
     from agegender.models.levi_hassner import build_levi_hassner
@@ -371,19 +380,22 @@ def fold_split(frame, exp: Experiment, fold: int, *, protocol: str = "folds", le
     from agegender.data.splits import make_split
 
     if protocol == "levi":
-        return _levi_split(exp, fold, levi_splits, data_dir)
-    split = make_split(frame, "adience_folds", test_fold=fold, tasks=exp.tasks, seed=exp.seed)
-    if exp.validation == "test":
-        test = split.frame[split.frame["split"] == "test"].assign(split="val")
-        split.frame = split.frame.__class__.__array_priority__ and _concat(split.frame, test)
-        split.info["validation"] = "the test fold (optimistic: early stopping sees the test data)"
+        split = _levi_split(exp, fold, levi_splits, data_dir)
+        if exp.max_rows_per_fold:  # smoke: only the images of the sampled fold-file rows
+            split.frame = split.frame[split.frame["file"].isin(set(frame["file"]))].reset_index(drop=True)
     else:
-        _hold_out_users(split, exp.val_fraction, exp.seed + fold)
+        split = make_split(frame, "adience_folds", test_fold=fold, tasks=exp.tasks, seed=exp.seed)
+        if exp.validation == "test":
+            test = split.frame[split.frame["split"] == "test"].assign(split="val")
+            split.frame = _concat(split.frame, test)
+            split.info["validation"] = "the test fold (optimistic: early stopping sees the test data)"
+        else:
+            _hold_out_users(split, exp.val_fraction, exp.seed + fold)
     split.info["counts"] = split.counts()
     for part in ("train", "val", "test"):
         if not split.counts()[part]:
-            raise DataError(f"fold {fold} has no {part} rows for the {exp.name} model",
-                            path=data_dir, fix="check the fold files, or use more rows (smoke runs sample 200 per fold)")
+            raise DataError(f"fold {fold} has no {part} rows for the {exp.name} model", path=data_dir,
+                            fix="check the fold files, or use more rows (smoke runs sample 200 per fold)")
     return split
 
 
@@ -420,8 +432,6 @@ def _hold_out_users(split, fraction: float, seed: int) -> None:
 
 def _levi_split(exp: Experiment, fold: int, levi_splits, data_dir):
     """Levi & Hassner's per-fold lists; for two tasks the gender lists joined with the age labels."""
-    import numpy as np
-
     from agegender.data.adience_levi import read_levi_splits
     from agegender.data.splits import Split
 
@@ -445,10 +455,8 @@ def _levi_split(exp: Experiment, fold: int, levi_splits, data_dir):
     if not len(frame):
         raise DataError("no listed image was found", path=Path(data_dir) / "aligned",
                         fix="pass --data-dir the folder holding aligned/")
-    split.info["counts"] = split.counts()
     split.info["users_in_test_and_train"] = len(
         set(frame.loc[frame.split == "test", "group"]) & set(frame.loc[frame.split != "test", "group"]))
-    _ = np  # numpy imported for symmetry with the folds path
     return split
 
 
@@ -476,8 +484,9 @@ def deviations(exp: Experiment, protocol: str) -> list[str]:
         notes.append("SMOKE RUN (--smoke), not a reproduction")
     for field in ("epochs", "batch_size", "image_size", "load_size", "patience", "learning_rate", "flip", "dropout",
                   "monitor", "trainable_tail", "max_rows_per_fold"):
-        if getattr(exp, field) != getattr(paper, field):
-            notes.append(f"{field} {getattr(exp, field)} (paper {getattr(paper, field)})")
+        ours, theirs = getattr(exp, field), getattr(paper, field)
+        if ours != theirs:
+            notes.append(f"{field} {ours} (paper {'all' if theirs is None else theirs})")
     if exp.architecture == "xception" and exp.weights not in (None, "imagenet"):
         notes.append(f"ImageNet weights from the file {Path(exp.weights).name}")
     if exp.architecture == "xception" and exp.weights is None:
@@ -502,7 +511,7 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     from agegender.oversample import oversampled_predictions
     from agegender.plots import confusion_matrix, learning_curves
     from agegender.records import RunRecorder
-    from agegender.training import train
+    from agegender.training import collect_predictions, train
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(exp.seed + fold)
@@ -514,7 +523,8 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     val_ds = build_dataset(split.part("val"), targets, image_size=exp.image_size, load_size=exp.load_size,
                            **common)
     # uncropped test images: the centre view of the over-sampling is the paper's centre crop
-    test_ds = build_dataset(split.part("test"), targets, image_size=exp.load_size, load_size=exp.load_size,
+    test_size = exp.load_size if exp.oversample else exp.image_size
+    test_ds = build_dataset(split.part("test"), targets, image_size=test_size, load_size=exp.load_size,
                             cache=False, **common)
 
     model = build_model(exp)
@@ -540,7 +550,11 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     scores = [h.get(exp.monitor, math.inf) for h in history]
     best_epoch = int(np.nanargmin(scores)) + 1 if history and not all(math.isinf(s) for s in scores) else epochs_run
 
-    labels, views, weights = oversampled_predictions(model, test_ds, exp.image_size, flip=True)
+    if exp.oversample:
+        labels, views, weights = oversampled_predictions(model, test_ds, exp.image_size, flip=True)
+    else:  # one view: the centre crop
+        labels, views, weights = collect_predictions(model, test_ds)
+        views = {task: v[:, None] for task, v in views.items()}
     row, notes = table3_row(exp), "; ".join(deviations(exp, protocol))
     metrics = {"test": {}, "epochs_run": epochs_run, "best_epoch": best_epoch, "train_seconds": train_seconds,
                "images_skipped": bad_files}
@@ -551,7 +565,7 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
         f"Jørgensen Fig. {exp.figure}: {exp.name}, fold {fold}"))}
     for task in exp.tasks:
         keep = weights[task] > 0
-        truth = labels[task][keep].reshape(len(keep[keep]), -1)[:, 0].astype(int)
+        truth = labels[task][keep].reshape(-1).astype(int)  # one label per image (gender arrives as [n, 1])
         p = views[task][keep]
         if task == "gender":
             centre, over, classes = (p[:, 0, 0] > 0.5).astype(int), (p[..., 0].mean(1) > 0.5).astype(int), 2
@@ -564,17 +578,19 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
         report = classification_report(truth, centre, classes)
         report_over = classification_report(truth, over, classes)
         metrics["test"][task] = report
-        metrics["test"][f"{task}_oversampled"] = report_over
         label = task.capitalize()
         cells.append(_cell("Table 3", row, f"{label} accuracy", 100 * report["accuracy"], "percent", notes))
-        cells.append(_cell(extra, row, f"{label} accuracy, over-sampled (10 crops)",
-                           100 * report_over["accuracy"], "percent", notes))
+        if exp.oversample:
+            metrics["test"][f"{task}_oversampled"] = report_over
+            cells.append(_cell(extra, row, f"{label} accuracy, over-sampled (10 crops)",
+                               100 * report_over["accuracy"], "percent", notes))
         cells.append(_cell(extra, row, f"{label} majority-class accuracy", 100 * report["majority_baseline"],
                            "percent", notes))
         if task == "age":
             cells.append(_cell(extra, row, "Age one-off accuracy", 100 * report["one_off_accuracy"], "percent", notes))
-            cells.append(_cell(extra, row, "Age one-off accuracy, over-sampled (10 crops)",
-                               100 * report_over["one_off_accuracy"], "percent", notes))
+            if exp.oversample:
+                cells.append(_cell(extra, row, "Age one-off accuracy, over-sampled (10 crops)",
+                                   100 * report_over["one_off_accuracy"], "percent", notes))
         plots[f"{task}_confusion"] = str(confusion_matrix(
             report["confusion_matrix"], names, recorder.run_dir / f"{task}_confusion.png",
             f"{exp.name}, fold {fold}: {task} (centre crop)"))
@@ -715,8 +731,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 128, the paper's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); fold k uses seed + k")
     parser.add_argument("--no-oversample", action="store_true",
-                        help="skip nothing but the 10-crop evaluation is cheap; this flag is kept for symmetry "
-                             "and records oversample=False in the config")
+                        help="evaluate the centre crop only (the paper's Table 3), without Levi & Hassner's 10-crop "
+                             "over-sampled accuracy of 'Table 3 (extra)'")
     parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
                         help="override the data kind recorded for the tables (default: inferred from the folder: "
                              "generated if it carries the synth marker, sample if it has fewer rows than Adience)")
@@ -793,8 +809,9 @@ def run(args) -> int:
                               run_id=f"{stamp}-fold{fold}-s{exp.seed}", protocol=args.protocol, precision=precision,
                               verbose=args.verbose)
             m = result["metrics"]
-            scores = ", ".join(f"{t} {100 * m['test'][t]['accuracy']:.1f}% (over-sampled "
-                               f"{100 * m['test'][t + '_oversampled']['accuracy']:.1f}%)" for t in exp.tasks)
+            scores = ", ".join(f"{t} {100 * m['test'][t]['accuracy']:.1f}%" + (
+                f" (over-sampled {100 * m['test'][t + '_oversampled']['accuracy']:.1f}%)" if exp.oversample else "")
+                for t in exp.tasks)
             if "age" in exp.tasks:
                 scores += f", age one-off {100 * m['test']['age']['one_off_accuracy']:.1f}%"
             print(f"[adience_levi] {exp.name} fold {fold}: {scores}; {m['epochs_run']} epochs "

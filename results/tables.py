@@ -43,7 +43,7 @@ def _natural(text: str):
 def _fmt(value: float, unit: str) -> str:
     if value is None or not math.isfinite(value):
         return ""
-    if unit in ("params", "count", "epochs") and float(value).is_integer():
+    if unit in ("params", "count", "epochs", "pixels", "calendar-year", "degrees") and float(value).is_integer():
         return f"{int(value):,}"
     if unit in ("params", "count"):
         return f"{value:,.1f}"

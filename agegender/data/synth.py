@@ -79,7 +79,7 @@ LAYOUTS = ("utkface", "adience", "celeba", "imdb_wiki")
 _LAYOUT_ID = {name: i + 1 for i, name in enumerate(LAYOUTS)}
 _DEFAULT_SIZE = {"utkface": 200, "adience": 256, "celeba": 178, "imdb_wiki": 256}
 
-_SKIN = np.array([(236, 192, 168), (112, 72, 50), (232, 198, 150), (176, 122, 86), (204, 158, 118)], float)
+_SKIN = np.array([(240, 192, 174), (100, 62, 42), (228, 196, 136), (162, 106, 72), (200, 150, 106)], float)
 _HAIR = {  # name -> rgb
     "black": (22, 20, 20), "dark_brown": (58, 40, 30), "brown": (104, 70, 44),
     "light_brown": (150, 110, 70), "blond": (218, 186, 122), "red": (158, 72, 36),
@@ -135,7 +135,7 @@ def _rgb(c, alpha=None):
 def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
     """The fixed look of one person (everything that does not change with age or photo)."""
     male = gender == 0
-    skin = _SKIN[race] * rng.uniform(0.9, 1.08) + rng.normal(0, 6, 3)
+    skin = _SKIN[race] * rng.uniform(0.94, 1.06) + rng.normal(0, 4, 3)
     hair_name = _HAIR_NAMES[rng.choice(len(_HAIR_NAMES), p=_HAIR_P[race])]
     hair = np.asarray(_HAIR[hair_name], float) + rng.normal(0, 8, 3)
     if male:
@@ -153,16 +153,16 @@ def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
         "style": str(style), "iris": iris,
         "aspect": rng.normal(0.8 if male else 0.76, 0.02),
         "jaw": rng.normal(3.2 if male else 2.05, 0.2),
-        "brow": rng.normal(1.0 if male else 0.5, 0.08),
+        "brow": rng.normal(1.3 if male else 0.5, 0.1),
         "eye_open": rng.normal(0.42 if race == 2 else 0.62, 0.04),
         "nose_w": rng.normal({1: 0.25, 3: 0.2}.get(race, 0.17), 0.015),
         "mouth_w": rng.normal(0.3 if male else 0.28, 0.02),
-        "grey_onset": rng.normal(34, 5),
-        "wrinkle": rng.uniform(0.75, 1.25),
+        "grey_onset": rng.normal(30, 4),
+        "wrinkle": rng.uniform(0.8, 1.2),
         "bald_onset": rng.normal(38, 8) if (male and rng.random() < 0.4) else 1e9,
         "beard": str(rng.choice(["none", "stubble", "full", "goatee", "mustache"],
                                 p=[0.5, 0.2, 0.15, 0.08, 0.07])) if male else "none",
-        "lipstick": (not male) and rng.random() < 0.65,
+        "lipstick": (not male) and rng.random() < 0.75,
         "earrings": (not male) and rng.random() < 0.35,
         "fringe": rng.random() < (0.35 if not male else 0.15),
         "glasses_p": rng.random(),
@@ -214,7 +214,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     male = ident["gender"] == 0
     child = float(np.clip((16.0 - age) / 15.0, 0.0, 1.0))
     adult = 1.0 - child
-    oldness = float(np.clip((age - 20.0) / 60.0, 0.0, 1.2))
+    oldness = float(np.clip((age - 18.0) / 52.0, 0.0, 1.3))
 
     ss = max(1, math.ceil(128 / min(width, height)))
     margin = 0.12
@@ -225,9 +225,9 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
 
     cx = W / 2 + rng.normal(0, 0.035) * u
     cy = H / 2 + rng.normal(0.02, 0.03) * u
-    scale = rng.uniform(0.93, 1.06) * (0.74 + 0.26 * adult) * (1 + 0.06 * min(oldness, 1.0))
+    scale = rng.uniform(0.95, 1.05) * (0.74 + 0.26 * adult) * (1 + 0.08 * min(oldness, 1.0))
     b = 0.33 * u * scale
-    a = b * (ident["aspect"] + 0.13 * child + 0.05 * min(oldness, 1.0))
+    a = b * (ident["aspect"] + 0.13 * child + 0.08 * min(oldness, 1.0))
     jaw = ident["jaw"] * (1 - 0.6 * child) + 2.0 * 0.6 * child
 
     skin = np.asarray(ident["skin"], float)
@@ -311,7 +311,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     # eyes
     ex = a * (0.4 + 0.02 * child)
     er = a * (0.17 + 0.09 * child)
-    ev = er * (ident["eye_open"] + 0.12 * child) * (1 - 0.25 * min(oldness, 1.0))
+    ev = er * (ident["eye_open"] + 0.12 * child) * (1 - 0.3 * min(oldness, 1.0))
     for side in (-1, 1):
         x = cx + side * ex
         d.ellipse([x - er, ey - ev, x + er, ey + ev], fill=(242, 240, 236))
@@ -319,7 +319,9 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
         d.ellipse([x - ir, ey - ir, x + ir, ey + ir], fill=_rgb(ident["iris"]))
         pr = ir * 0.45
         d.ellipse([x - pr, ey - pr, x + pr, ey + pr], fill=(10, 10, 12))
-        d.arc([x - er, ey - ev, x + er, ey + ev], 180, 360, fill=_rgb(dark * 0.7), width=max(1, int(u * 0.008)))
+        lid = 0.016 if (not male and age >= 13) else 0.008
+        d.arc([x - er, ey - ev, x + er, ey + ev], 180, 360, fill=_rgb(dark * 0.7 if male else dark * 0.3),
+              width=max(1, int(u * lid)))
         # brows
         by = ey - ev - b * (0.1 + 0.03 * adult)
         bt = max(1, int(u * 0.012 * ident["brow"] * (0.6 + 0.4 * adult)))
@@ -371,6 +373,10 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
         d.line([cx - mw, my, cx + mw, my], fill=_rgb(lip * 0.6), width=lw)
     if beard in ("full", "goatee", "mustache"):
         d.chord([cx - mw * 1.1, my - lh * 3.2, cx + mw * 1.1, my - lh * 0.4], 180, 360, fill=_rgb(bc, 240))
+    if oldness > 0.1:
+        for side in (-1, 1):
+            x = cx + side * a * 0.55
+            d.ellipse([x - a * 0.3, ny - b * 0.05, x + a * 0.3, my + b * 0.3], fill=_rgb(dark, 70 * min(oldness, 1.0)))
     # blush
     if (not male and rng.random() < 0.5) or child > 0.5:
         for side in (-1, 1):
@@ -431,7 +437,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     yy, xx = np.mgrid[0:height, 0:width]
     ang = rng.uniform(0, 2 * np.pi)
     light = 1 + rng.uniform(0, 0.4) * ((xx / width - 0.5) * np.cos(ang) + (yy / height - 0.5) * np.sin(ang))
-    gain = rng.uniform(0.82, 1.14) * rng.normal(1, 0.035, 3)
+    gain = rng.uniform(0.85, 1.12) * rng.normal(1, 0.02, 3)
     contrast = rng.uniform(0.85, 1.15)
     arr = (arr - 128) * contrast + 128
     arr = arr * light[..., None].astype(np.float32) * gain.astype(np.float32)
