@@ -41,7 +41,8 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
                                                          save_best_only=True))
         callbacks.append(recorder.keras_callback())
     callbacks.extend(extra_callbacks)
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                    shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
     history = fit.history
     n = len(next(iter(history.values()), []))
     return [{"epoch": i + 1, **{k: float(v[i]) for k, v in history.items()}} for i in range(n)]

@@ -128,8 +128,8 @@ def _mix(c1, c2, t):
 
 
 def _rgb(c, alpha=None):
-    c = tuple(int(round(min(255.0, max(0.0, v)))) for v in c)
-    return c if alpha is None else c + (int(round(min(255.0, max(0.0, alpha)))),)
+    c = tuple(np.clip(np.asarray(c, float) + 0.5, 0, 255).astype(int).tolist())
+    return c if alpha is None else c + (int(min(255.0, max(0.0, float(alpha) + 0.5))),)
 
 
 def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
@@ -139,9 +139,9 @@ def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
     hair_name = _HAIR_NAMES[rng.choice(len(_HAIR_NAMES), p=_HAIR_P[race])]
     hair = np.asarray(_HAIR[hair_name], float) + rng.normal(0, 8, 3)
     if male:
-        style = rng.choice(["short", "medium", "long"], p=[0.86, 0.09, 0.05])
+        style = rng.choice(["short", "medium", "long"], p=[0.9, 0.07, 0.03])
     else:
-        style = rng.choice(["long", "bob", "short"], p=[0.8, 0.1, 0.1])
+        style = rng.choice(["long", "bob", "short"], p=[0.84, 0.1, 0.06])
         if race == 1 and style == "long" and rng.random() < 0.5:
             style = "afro"
     if race == 0:
@@ -249,7 +249,8 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
 
     # clothing and shoulders
     cloth = rng.uniform(15, 240, 3)
-    d.ellipse([cx - a * 2.6, cy + b * 1.35, cx + a * 2.6, cy + b * 3.6], fill=_rgb(cloth))
+    sw = a * ((2.9 if male else 2.3) * adult + 2.2 * child)
+    d.ellipse([cx - sw, cy + b * 1.35, cx + sw, cy + b * 3.6], fill=_rgb(cloth))
     # long hair behind the head
     if style == "long":
         length = b * rng.uniform(1.2, 1.7)
@@ -264,7 +265,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
         d.rounded_rectangle([cx - a * 1.1, cy - b * 0.95, cx + a * 1.1, cy + b * 0.35], radius=a * 0.5,
                             fill=_rgb(hair * 0.9))
     # neck and ears
-    neck_w = a * (0.55 if male else 0.45)
+    neck_w = a * ((0.6 if male else 0.42) * adult + 0.45 * child)
     d.rectangle([cx - neck_w, cy + b * 0.5, cx + neck_w, cy + b * 1.7], fill=_rgb(shade))
     ey = cy + b * (0.02 + 0.17 * child)
     for side in (-1, 1):
