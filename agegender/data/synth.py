@@ -216,7 +216,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     adult = 1.0 - child
     oldness = float(np.clip((age - 18.0) / 52.0, 0.0, 1.3))
 
-    ss = max(1, math.ceil(128 / min(width, height)))
+    ss = max(1, math.ceil(64 / min(width, height)))
     margin = 0.12
     W, H = int(round(width * ss * (1 + 2 * margin))), int(round(height * ss * (1 + 2 * margin)))
     u = min(width, height) * ss
@@ -234,7 +234,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
     skin = np.asarray(_mix(skin, (255, 214, 198), 0.22 * child))
     lum = skin.mean()
     fade = float(np.clip((age - 12.0) / 70.0, 0, 1))
-    skin = lum + (skin - lum) * (1 - 0.6 * fade) + 10 * fade
+    skin = lum + (skin - lum) * (1 - 0.45 * fade) + 10 * fade
     shade = skin * 0.78
     dark = skin * 0.6
 

@@ -21,7 +21,7 @@ def build_small_cnn(input_size: int = 64, tasks=("age", "gender", "race"), width
     x = inputs
     for i, filters in enumerate((width, 2 * width, 4 * width, 6 * width), start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)  # few steps per epoch at demo scale
         x = layers.ReLU(name=f"block{i}_relu")(x)
         x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
     features = layers.GlobalAveragePooling2D(name="features")(x)
