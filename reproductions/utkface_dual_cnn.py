@@ -49,13 +49,19 @@ Command
     python -m reproductions.utkface_dual_cnn --data-dir DIR --smoke        # 1 epoch, 32 px, 240 faces
     make reproduce-utkface-dual DATA_DIR=~/data/UTKFace
 
-Runtime (full UTKFace, 23,705 usable faces: 11,616 / 4,978 / 7,111, 128x128, ~9 epochs per
-network): the paper took 640-840 s per network on an RTX 3070 (Sec. IV-B); a current
+Runtime (full UTKFace: the paper's 23,708 faces split 11,617 / 4,979 / 7,112; 128x128; ~9
+epochs per network): the paper took 640-840 s per network on an RTX 3070 (Sec. IV-B); a current
 data-centre GPU (mixed float16, chosen automatically) should take a few minutes per network,
 about 10-20 minutes for all three (not measured here: no GPU was available when this was
-written). On CPU the 5x5, 128-filter second convolution dominates (about 2.9 GFLOP per image
-and training step at 128 px): one epoch of one network is of the order of an hour on 2 cores,
-a full run about a day, so use a GPU. ``--smoke`` takes about 30-60 s on 2 CPU cores.
+written). On CPU the 5x5, 128-filter second convolution dominates: a training step at 128 px
+took 0.33 s per image on 2 (shared) cores, so one epoch of one network takes about an hour and
+a full run of the three about a day; use a GPU. ``--smoke`` takes about 50-60 s on 2 CPU cores.
+
+At smoke scale (2 steps per epoch) Adam at the paper's 0.01 blows up in the first steps (the
+dual net's first-epoch age MSE reaches ~1e8 and its gender branch collapses to one class);
+Adam's first step moves every weight by the learning rate, and the Dense(128) layer reads
+32,768 features at 128 px. Whether the full run recovers within its ~180 steps per epoch, as
+the paper's apparently did, has not been checked here.
 
 Expected figures: the paper's Time / epochs / last-loss tables (``Time (sec)``: 840.61,
 747.39, 640.34 s; 8, 10, 9 epochs; last losses 0.5999 / 0.0027 / 1.2228 (train) and
@@ -112,6 +118,7 @@ from agegender.errors import DataError  # noqa: E402
 REPRODUCTION = "utkface_dual_cnn"
 PAPER = "speziali"
 GENDER_LABELS = ("Male", "Female")  # UTKFace gender 0 male / 1 female
+SMOKE_OUT = Path(__file__).resolve().parents[1] / "build" / "smoke" / REPRODUCTION  # keeps 1-epoch runs out of results/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -718,8 +725,8 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
         network, model = res["network"], res["model"]
         loss_fig, heat_fig = fig_numbers[key]
         name = f"fig{loss_fig}_loss_per_iteration_{key}"
-        figure_paths[name] = plot_iteration_loss(res["iterations"], figures / f"{name}.png",
-                                                 f"Training loss per iteration, {network.title} (cf. Fig. {int(loss_fig)})")
+        title = f"Training loss per iteration, {network.title} (cf. Fig. {int(loss_fig)})"
+        figure_paths[name] = plot_iteration_loss(res["iterations"], figures / f"{name}.png", title)
         name = f"fig{heat_fig}_heatmaps_{key}"
         figure_paths[name] = plot_heatmaps(activation_maps(model, image), image, figures / f"{name}.png",
                                            f"Mean activation per convolution, {network.title} (cf. Fig. {heat_fig})")
@@ -826,8 +833,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m reproductions.utkface_dual_cnn",
         description=__doc__.split("\n\n")[0] + " Trains the networks, writes run records, figures and "
                     "the regenerated tables next to the published values.",
-        epilog="Module docstring (python -c 'import reproductions.utkface_dual_cnn as m; help(m)'): decisions, "
-               "runtime and expected figures.")
+        epilog="Decisions, runtime and expected figures: python -m pydoc reproductions.utkface_dual_cnn")
     parser.add_argument("--data-dir", required=True, metavar="DIR",
                         help="UTKFace folder (age_gender_race_timestamp.jpg.chip.jpg files, searched recursively)")
     parser.add_argument("--networks", default="age,gender,dual", metavar="LIST",
@@ -837,7 +843,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"seed of the split, the augmentation and the initial weights (default {default.seed})")
     parser.add_argument("--smoke", action="store_true",
                         help="check the whole path fast: 1 epoch, 32x32 inputs, a seeded subset of 240 faces; "
-                             "writes under build/smoke/utkface_dual_cnn unless --out is given")
+                             "writes under build/smoke/utkface_dual_cnn (in the repository) unless --out is given")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help=f"maximum epochs per network (default {default.epochs}; early stopping with patience "
                              f"{default.patience} usually stops far earlier; with --smoke default 1)")
@@ -865,7 +871,7 @@ def main(argv=None) -> int:
         exp = smoke(exp)
     if args.epochs is not None:
         exp = dataclasses.replace(exp, epochs=args.epochs)
-    out = args.out if args.out is not None or not args.smoke else "build/smoke/utkface_dual_cnn"
+    out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
     try:
         result = run(args.data_dir, exp, networks=networks, out=out, data_kind_override=args.data_kind)
     except DataError as err:

@@ -13,15 +13,17 @@ nuisance. The labels drive these cues, all with random jitter so no single one d
   brown, black dark brown, others intermediate), hair colour palette (blond/red/brown only
   for white; black or dark brown otherwise), hair texture (tight curls for black), eye shape
   (narrower for asian), nose width (wider for black), iris colour (light only for white);
-- gender -> hair style (long for most women, short for most men, with exceptions), jaw
-  (wider and squarer for men), brow thickness, lip colour (lipstick on many adult women),
-  beard or stubble for some adult men, earrings and blush for some women;
+- gender -> hair style (long for most women and girls, short for most men and boys, with
+  exceptions), jaw (wider and squarer for men), neck and shoulder width, brow thickness,
+  eyeliner, lip colour (lipstick on many adult women), hair clips and earrings for some
+  women, beard, goatee, moustache or stubble for some adult men;
 - age, continuously over 0-100 years -> head proportions (children: rounder and smaller
-  head, features lower on the face, larger eyes, small nose and mouth), skin (children
-  lighter and pinker, desaturating with age), hair greying (individual onset around 42),
-  receding hairline and baldness for some men, wrinkles (forehead, crow's feet,
-  nasolabial folds, eye bags from the late twenties on, deepening with age), age spots,
-  reading glasses more often when older.
+  head, features lower on the face, larger eyes, small nose and mouth; adults: the face
+  widens slowly), skin (children lighter and pinker, desaturating from the teens on), hair
+  greying (individual onset around 30, fully grey some 30 years later), receding hairline
+  and baldness for some men, wrinkles (forehead, crow's feet, nasolabial folds, eye bags,
+  from about 20 on, deepening with age), cheek shading, narrowing eyes and thinning lips,
+  age spots, reading glasses more often when older.
 
 Nuisance: background colour and texture (flat, blotchy or striped), clothing colour, head
 position, scale and rotation, lighting gradient, brightness, contrast and colour cast,
@@ -58,7 +60,9 @@ Layouts written by :func:`synthesize`
     age formulas (``photo_taken - birth year``, with or without the mid-year correction)
     all give the drawn age.
 
-Everything is seeded: the same arguments give byte-identical files.
+Every layout also gets ``<out>/agegender-synth.json`` (the summary, without absolute paths), the
+marker by which ``agegender.data.provenance`` recognises generated data. Everything is
+seeded: the same arguments give byte-identical files.
 """
 
 from __future__ import annotations
@@ -71,8 +75,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from agegender.errors import DataError
 from agegender.data.samples import ADIENCE_AGE_GROUPS, GENDERS, RACES
+from agegender.errors import DataError
+
+__all__ = ["CELEBA_ATTRIBUTES", "LAYOUTS", "draw_face", "synthesize"]
 
 LAYOUTS = ("utkface", "adience", "celeba", "imdb_wiki")
 
@@ -94,6 +100,7 @@ _HAIR_P = np.array([  # per race, over _HAIR_NAMES
 ])
 _IRIS = ((60, 40, 25), (40, 28, 20), (70, 110, 160), (80, 120, 80), (110, 90, 60))
 _GREY = np.array((208, 208, 212), float)
+_CLIP_TINTS = ((1, 0.3, 0.5), (0.4, 0.6, 1), (1, 0.85, 0.2))
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
@@ -127,9 +134,13 @@ def _mix(c1, c2, t):
     return tuple(np.asarray(c1, float) * (1 - t) + np.asarray(c2, float) * t)
 
 
+def _byte(v) -> int:
+    return int(min(255.0, max(0.0, float(v) + 0.5)))
+
+
 def _rgb(c, alpha=None):
-    c = tuple(np.clip(np.asarray(c, float) + 0.5, 0, 255).astype(int).tolist())
-    return c if alpha is None else c + (int(min(255.0, max(0.0, float(alpha) + 0.5))),)
+    c = tuple(_byte(v) for v in c)
+    return c if alpha is None else c + (_byte(alpha),)
 
 
 def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
@@ -165,6 +176,9 @@ def _identity(gender: int, race: int, rng: np.random.Generator) -> dict:
         "lipstick": (not male) and rng.random() < 0.75,
         "earrings": (not male) and rng.random() < 0.35,
         "fringe": rng.random() < (0.35 if not male else 0.15),
+        "clip": (not male) and rng.random() < 0.35,
+        "clip_side": int(rng.choice([-1, 1])),
+        "clip_color": rng.uniform(60, 255, 3) * np.array(_CLIP_TINTS[rng.integers(3)]),
         "glasses_p": rng.random(),
     }
 
@@ -291,9 +305,7 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
         for side in (-1, 1):
             sx = cx + side * a * 0.93
             cd.ellipse([sx - a * 0.16, cy - b * 0.6, sx + a * 0.16, ey - b * 0.02], fill=255)
-        cap_alpha = Image.new("L", (W, H), 0)
-        cap_alpha.paste(cap, (0, 0))
-        img.paste(Image.new("RGB", (W, H), _rgb(hair)), (0, 0), cap_alpha)
+        img.paste(Image.new("RGB", (W, H), _rgb(hair)), (0, 0), cap)
         d = ImageDraw.Draw(img, "RGBA")
         n_strands = int(12 + 10 * (1 - bald))
         for _ in range(n_strands):
@@ -308,6 +320,10 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
                 d.line([x0, y0, x0 + t * a * 0.25, y0 + b * 0.25], fill=_rgb(col, 150), width=max(1, int(u * 0.006)))
     else:
         d.ellipse([cx - a * 0.8, cy - b * 1.0, cx + a * 0.8, cy - b * 0.5], fill=_rgb(hair, 70))
+    if ident["clip"] and age >= 2 and bald < 0.5:
+        x, y, r = cx + ident["clip_side"] * a * 0.6, cy - b * 0.62, a * 0.2
+        d.polygon([(x - r, y - r * 0.7), (x, y), (x - r, y + r * 0.7)], fill=_rgb(ident["clip_color"]))
+        d.polygon([(x + r, y - r * 0.7), (x, y), (x + r, y + r * 0.7)], fill=_rgb(ident["clip_color"]))
 
     # eyes
     ex = a * (0.4 + 0.02 * child)
@@ -514,7 +530,8 @@ def _counts(genders, races, extra=None) -> dict:
 
 def _age_stats(ages) -> dict:
     a = np.asarray(ages, float)
-    return {"min": float(a.min()), "max": float(a.max()), "mean": round(float(a.mean()), 2)} if len(a) else {}
+    return {"min": round(float(a.min()), 2), "max": round(float(a.max()), 2), "mean": round(float(a.mean()), 2)} \
+        if len(a) else {}
 
 
 def _synth_utkface(root: Path, n: int, seed: int, size: int) -> dict:
@@ -867,4 +884,19 @@ def synthesize(layout: str, out_dir, n: int | None, seed: int = 0, *, size: int 
         summary = _synth_celeba(root, int(n), seed, size)
     else:
         summary = _synth_imdb_wiki(root, int(n), seed, size)
-    return {"layout": layout, "root": str(root), "seed": int(seed), "size": size, **summary}
+    summary = {"layout": layout, "root": str(root), "seed": int(seed), "size": size, **summary}
+    _write_marker(root, summary)
+    return summary
+
+
+def _write_marker(root: Path, summary: dict) -> None:
+    import json
+
+    from agegender.data.provenance import SYNTH_MARKER
+
+    def rel(p):
+        return Path(p).relative_to(root).as_posix() if Path(p) != root else "."
+
+    marker = {"generator": "agegender.data.synth", **{k: v for k, v in summary.items() if k != "root"},
+              "images": rel(summary["images"]), "label_files": [rel(p) for p in summary["label_files"]]}
+    (root / SYNTH_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")

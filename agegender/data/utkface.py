@@ -47,6 +47,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from agegender.data.provenance import SYNTH_MARKER
 from agegender.data.samples import MISSING, RACES, Samples, normalize_frame
 from agegender.errors import DataError
 
@@ -119,6 +120,9 @@ def _list_files(root: Path) -> tuple[list[str], list[str]]:
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
         for name in filenames:
+            if name == SYNTH_MARKER and rel_dir == Path("."):
+                notes.append(f"generated faces ({SYNTH_MARKER} marker present)")
+                continue
             files.append((rel_dir / name).as_posix())
     files.sort()
     return files, notes
