@@ -27,9 +27,13 @@ def learning_curves(history: list[dict], path, title: str = "") -> Path:
     """One panel per metric family (loss, accuracy, mae...): train solid, validation dashed."""
     keys = sorted({k for h in history for k in h} - {"epoch", "learning_rate"})
     families = sorted({k.removeprefix("val_") for k in keys})
-    fig, axes = plt.subplots(1, max(len(families), 1), figsize=(3.2 * max(len(families), 1), 3), squeeze=False)
+    cols = min(4, max(len(families), 1))
+    rows = -(-max(len(families), 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(families):]:
+        ax.axis("off")
     epochs = [h["epoch"] for h in history]
-    for ax, family in zip(axes[0], families):
+    for ax, family in zip(axes.flat, families):
         for key, style in ((family, "-"), (f"val_{family}", "--")):
             if key in keys:
                 ax.plot(epochs, [h.get(key, np.nan) for h in history], style, marker="o", ms=3, label=key)
