@@ -43,3 +43,9 @@ ADIENCE_ARGS ?=
 reproduce-adience: install  ## Jørgensen (Adience): 5-fold CV of gender/age/multi-task/Xception models, Tables 1-3 (DATA_DIR=Adience root; offline: ADIENCE_ARGS="--weights none" or a weights file)
 	@test -n "$(DATA_DIR)" || { echo "error: pass DATA_DIR=<Adience folder with fold_0_data.txt ... and aligned/>"; exit 2; }
 	$(PY) -m reproductions.adience_levi --data-dir "$(DATA_DIR)" $(ADIENCE_ARGS)
+
+REPRO_ARGS ?=
+.PHONY: reproduce-utkface-dual
+reproduce-utkface-dual: install  ## Speziali: dual- vs single-task CNNs on UTKFace (DATA_DIR=UTKFace folder; REPRO_ARGS="--smoke" for a 1-min check; GPU advised)
+	@test -n "$(DATA_DIR)" || { echo "error: set DATA_DIR to the UTKFace folder: make reproduce-utkface-dual DATA_DIR=~/data/UTKFace"; exit 2; }
+	$(PY) -m reproductions.utkface_dual_cnn --data-dir "$(DATA_DIR)" $(REPRO_ARGS)

@@ -4,7 +4,8 @@ A run folder ``<out>/<reproduction>/<experiment>/<run_id>/`` holds
 
 - ``record.json``: reproduction, experiment, paper, config, seed, git commit, package versions,
   device, wall time, ``history`` (one entry per epoch), ``metrics`` per split, ``data`` (kind:
-  ``real`` / ``sample`` / ``generated``, dataset, root, counts), and ``cells``: the paper-table
+  ``real`` / ``sample`` / ``generated``, or ``none`` for figures read off a model build such as
+  parameter counts; dataset, root, counts), and ``cells``: the paper-table
   cells this run reproduces (``{paper, table, row, column, value, unit}``), which is all the
   table generator reads;
 - ``split.csv``: the split manifest (file, split, labels);
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from agegender import atomic
 
-DATA_KINDS = ("real", "sample", "generated")
+DATA_KINDS = ("real", "sample", "generated", "none")  # none: a model build, no data read
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "results" / "runs"
 
 

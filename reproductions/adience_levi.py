@@ -85,10 +85,9 @@ Protocol and decisions (paper section; NOTES.md "Jørgensen (001)" and "Checked 
   averaged with ImageNet runs. Likewise a gamma other than 0.5 gets its own row.
 - Any setting that differs from the paper's (``--smoke``, ``--epochs``, ``--batch-size`` ...)
   is named in every cell's ``note``, so it shows in the table's notes column.
-- Table 1/2 cells come from the Keras builds, not from data. The records module only knows
-  the data kinds real / sample / generated; this record uses ``real`` (a parameter count is
-  final whatever data is used, and ``generated`` would wrongly mark it as provisional), and
-  its ``data.dataset`` and every cell's note say that no images are involved. It is written
+- Table 1/2 cells come from the Keras builds, not from data: the record's data kind is
+  ``none`` (tables say "model build (no data)"), and its ``data.dataset`` and every cell's
+  note say that no images are involved. It is written
   once per output folder (``runs/adience_levi/model_build/keras-227``, overwritten).
 """
 
@@ -663,9 +662,8 @@ def write_model_build_record(runs_dir: Path, facts=None) -> Path:
     described, cells = facts or model_facts()
     recorder = RunRecorder(REPRODUCTION, "model_build", paper=PAPER, out=runs_dir, run_id="keras-227", seed=0,
                            config={"input_shape": [227, 227, 3], "weights": None},
-                           data={"kind": "real", "dataset": "none: parameter counts and layer shapes of the Keras "
-                                                            "builds; no images are read (kind 'real' because the "
-                                                            "figures are final whatever the data)"})
+                           data={"kind": "none", "dataset": "none: parameter counts and layer shapes of the Keras "
+                                                            "builds; no images are read"})
     return recorder.finish(described, cells)
 
 

@@ -29,7 +29,8 @@ from agegender.records import DATA_KINDS, load_records
 HERE = Path(__file__).resolve().parent
 COLUMNS = ["row", "column", "published", "reproduced", "delta", "n", "data", "notes"]
 HEADERS = ["row", "column", "published", "reproduced", "Δ", "n", "data", "notes"]
-DATA_LABEL = {"real": "full real data", "sample": "real sample", "generated": "generated faces"}
+DATA_LABEL = {"real": "full real data", "sample": "real sample", "generated": "generated faces",
+              "none": "model build (no data)"}
 
 
 def _slug(text: str) -> str:

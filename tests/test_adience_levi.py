@@ -227,7 +227,7 @@ def test_smoke_multitask_two_folds_writes_records_and_tables(generated_adience, 
     table2 = _table(out / "tables" / "jorgensen__table-2.csv")
     assert len(table2) == 15 and all(line["delta"] == "0" for line in table2)  # every count exact
     table1 = _table(out / "tables" / "jorgensen__table-1.csv")
-    assert _line(table1, "Fully connected 1", "Parameters", "full real data")["delta"] == "0"
+    assert _line(table1, "Fully connected 1", "Parameters", "model build (no data)")["delta"] == "0"
 
 
 def test_levi_protocol_reads_levi_lists_and_joins_both_labels(generated_adience, shared_data):

@@ -162,6 +162,8 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     ds = tf.data.Dataset.from_tensor_slices((frame["path"].astype(str).to_numpy(), labels, weights))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)  # second line of defence: check_images already reported bad files
+    # A known size lets Keras end epochs without an empty extra step, which would skew per-task losses.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(frame)))
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
     if training:
