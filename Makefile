@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
 	@touch $(STAMP)
 
-demo: install  ## generate faces and train through the whole path at smoke scale (< 5 min on 2 cores)
+demo: install  ## generate faces; run the dual-task CNN and the Adience multi-task CNN at smoke scale (< 5 min on 2 cores)
 	$(PY) -m agegender.demo --out build/demo
 
 test: install  ## run the whole test suite (slow tests included; < 15 min on 2 cores)

@@ -1,4 +1,4 @@
-"""``make demo`` end to end at a tiny scale: every artefact of the path is written and readable."""
+"""``make demo`` end to end at a tiny scale: both reproductions write every artefact, readable."""
 
 import dataclasses
 import json
@@ -7,23 +7,60 @@ import numpy as np
 import pytest
 
 
+def test_demo_experiments_depart_from_the_papers_only_in_scale():
+    from agegender.demo import DemoExperiment, adience_experiment, speziali_experiment
+    from reproductions.adience_levi import EXPERIMENTS
+    from reproductions.utkface_dual_cnn import SpezialiExperiment
+
+    demo = DemoExperiment()
+    spz, paper = speziali_experiment(demo), SpezialiExperiment()
+    changed = {f.name for f in dataclasses.fields(paper) if getattr(spz, f.name) != getattr(paper, f.name)}
+    assert changed == {"input_size", "batch_size", "lr_dual", "epochs"}
+    assert spz.lambda_age == 0.01 and spz.patience == 3 and spz.dropout == 0.25
+    levi, paper = adience_experiment(demo), EXPERIMENTS["multitask"]
+    assert levi.tasks == ("gender", "age") and levi.gamma == paper.gamma and levi.architecture == "levi_reduced"
+    assert levi.max_rows_per_fold is None and levi.load_size == levi.image_size + 8
+
+
+def test_beats_chance_needs_every_claim():
+    from agegender.demo import beats_chance
+
+    good = {"dual_gender_accuracy": 0.8, "dual_gender_majority": 0.5, "dual_age_r2": 0.5,
+            "levi_gender_accuracy": 0.75, "levi_gender_majority": 0.5, "levi_age_accuracy": 0.5,
+            "levi_age_majority": 0.3}
+    assert all(beats_chance(good).values())
+    assert beats_chance({**good, "dual_age_r2": 0.05}) == {**beats_chance(good), "dual age": False}
+    assert not beats_chance({**good, "levi_age_accuracy": 0.32})["multi-task age"]
+
+
 @pytest.mark.slow
-def test_demo_writes_record_table_plots_and_model(tmp_path):
+def test_demo_writes_records_tables_figures_and_models(tmp_path):
     import keras
 
     import agegender.models  # noqa: F401  (registers custom layers)
     from agegender.demo import DemoExperiment, run_demo
 
-    exp = dataclasses.replace(DemoExperiment(), n_faces=300, face_size=64, image_size=32, epochs=2, batch_size=32)
-    result = run_demo(exp, tmp_path, verbose=0)
-    record = json.loads(result["record"].read_text())
-    assert record["status"] == "complete" and record["data"]["kind"] == "generated"
-    assert [h["epoch"] for h in record["history"]] == [1, 2]
-    assert sum(record["data"]["counts"].values()) == 300
-    metrics = result["metrics"]
-    assert 0 <= metrics["gender_accuracy"] <= 1 and np.isfinite(metrics["age_mae_years"])
-    table = result["table"].read_text()
-    assert "| small CNN | test gender accuracy |" in table and "generated faces" in table
-    assert all(p.is_file() and p.stat().st_size > 1000 for p in result["plots"].values())
-    model = keras.models.load_model(result["model"], safe_mode=True)
-    assert set(model.output_names) == {"age", "gender", "race"}
+    demo = dataclasses.replace(DemoExperiment(), utkface_faces=200, utkface_face_size=32, speziali_input=16,
+                               speziali_epochs=1, adience_faces=200, adience_face_size=72, adience_epochs=1)
+    result = run_demo(demo, tmp_path, verbose=0, log=lambda *a: None)
+    dual = json.loads(result["records"]["dual"].read_text())
+    levi = json.loads(result["records"]["multitask"].read_text())
+    for record in (dual, levi):
+        assert record["status"] == "complete" and record["data"]["kind"] == "generated"
+        assert [h["epoch"] for h in record["history"]] == [1]
+    assert sum(dual["data"]["counts"].values()) == 200
+    assert dual["reproduction"] == "utkface_dual_cnn" and levi["reproduction"] == "adience_levi"
+    m = result["metrics"]
+    assert all(0 <= m[k] <= 1 for k in m if "accuracy" in k or "majority" in k or "one_off" in k)
+    assert np.isfinite(m["dual_age_mae_years"]) and m["levi_age_one_off"] >= m["levi_age_accuracy"]
+    speziali_table = result["tables"]["speziali"].read_text()
+    assert "| Multi-task CNN |" in speziali_table and "generated" in speziali_table
+    table3 = result["tables"]["jorgensen"].read_text()
+    assert "Multitask Classification" in table3 and "84.0" in table3  # published value beside the reproduced one
+    assert "speziali" in result["readme"].read_text() and "jorgensen" in result["readme"].read_text()
+    figures = sorted(p.name for p in result["figures"]["speziali"].glob("*.png"))
+    assert {"fig13_confusion_dual.png", "fig19_heatmaps_dual.png", "gradcam.png"} <= set(figures)
+    assert {"age_confusion.png", "gender_confusion.png"} <= {p.name for p in result["figures"]["jorgensen"].glob("*.png")}
+    for path in result["models"].values():
+        model = keras.models.load_model(path, safe_mode=True)
+        assert set(model.output_names) == {"age", "gender"}
