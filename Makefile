@@ -49,3 +49,12 @@ REPRO_ARGS ?=
 reproduce-utkface-dual: install  ## Speziali: dual- vs single-task CNNs on UTKFace (DATA_DIR=UTKFace folder; REPRO_ARGS="--smoke" for a 1-min check; GPU advised)
 	@test -n "$(DATA_DIR)" || { echo "error: set DATA_DIR to the UTKFace folder: make reproduce-utkface-dual DATA_DIR=~/data/UTKFace"; exit 2; }
 	$(PY) -m reproductions.utkface_dual_cnn --data-dir "$(DATA_DIR)" $(REPRO_ARGS)
+
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install  ## measure the input pipeline against the JPEG decode limit and training steps per precision; writes results/bench/
+	@mkdir -p results/bench
+	$(PY) -m agegender.bench pipeline --json results/bench/pipeline.json $(BENCH_ARGS)
+	$(PY) -m agegender.bench train --model levi_multitask --json results/bench/train_levi_multitask.json
+	$(PY) -m agegender.bench train --model dual_cnn --json results/bench/train_dual_cnn.json
+	$(PY) -m agegender.bench report results/bench/*.json --out results/bench/README.md

@@ -1,0 +1,313 @@
+"""Measured speed: the input pipeline against its decode limit, and training throughput per precision.
+
+``python -m agegender.bench pipeline`` times four ways of turning the same JPEG files into
+batches of ``size`` x ``size`` images, in one process, on the same files:
+
+(a) ``naive_img_s``: a Python generator opening each file with PIL and resizing it, as the
+    Keras ``Sequence`` of paper 003 (Dey & Aggarwal) does;
+(b) ``first_epoch_img_s``: :func:`agegender.data.pipeline.build_dataset`'s first epoch (file
+    check, read, decode, resize, cache, shuffle, augmentation, batch, prefetch), the dataset
+    construction included;
+(c) ``cached_img_s``: a later epoch of the same dataset (decoded images come from the cache);
+(d) ``decode_limit_img_s``: parallel ``tf.io.decode_jpeg`` of the files' bytes already in memory,
+    nothing else: the ceiling for any pipeline that has to decode every JPEG once.
+
+Targets on a 2-core CPU (issue 9): first epoch >= 0.9 x the decode limit; cached epochs >= 3 x
+the decode limit. The JSON says whether each holds.
+
+``python -m agegender.bench train --model NAME`` times training steps (images/s, ms per step)
+of a model of the suite in float32, ``mixed_float16`` and ``mixed_float16`` + XLA
+(``jit_compile=True``). Without a GPU only float32 runs (mixed float16 is slower than float32
+on CPU), and the output says so.
+
+    python -m agegender.bench pipeline                      # UTKFace sample if present, else generated faces
+    python -m agegender.bench pipeline --data-dir DIR --n 3000 --size 128 --json out.json
+    python -m agegender.bench train --model dual_cnn --steps 20
+    make bench                                              # both, into results/bench/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"first_epoch_vs_decode_limit": 0.9, "cached_vs_decode_limit": 3.0}  # issue 9
+
+
+def default_images(n: int, workdir: Path) -> tuple[Path, str]:
+    """The real UTKFace sample when present (``AGEGENDER_SHARED_DATA`` or ``../shared/data``), else generated faces."""
+    shared = Path(os.environ.get("AGEGENDER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    sample = shared / "utkface" / "sample"
+    if sample.is_dir() and any(sample.glob("*.jpg")):
+        return sample, "sample"
+    from agegender.data.synth import synthesize
+
+    faces = workdir / "bench_faces"
+    marker = faces / "agegender-synth.json"
+    if not (marker.is_file() and json.loads(marker.read_text()).get("n") == n):
+        synthesize("utkface", faces, n, 0, size=200)  # UTKFace's own 200x200
+    return faces, "generated"
+
+
+def _files(data_dir: Path, n: int) -> list[str]:
+    files = sorted(str(p) for p in Path(data_dir).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        from agegender.errors import DataError
+
+        raise DataError("no JPEG files to benchmark", path=data_dir, fix="point --data-dir at a folder of .jpg faces")
+    return files[:n]
+
+
+def _naive(files, size: int, batch: int) -> float:
+    """Images/s of a PIL generator (open, convert, resize, stack), one file after another."""
+    import numpy as np
+    from PIL import Image
+
+    start = time.perf_counter()
+    for i in range(0, len(files), batch):
+        images = []
+        for path in files[i:i + batch]:
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("RGB").resize((size, size)), dtype="float32") / 255.0)
+        np.stack(images)
+    return len(files) / (time.perf_counter() - start)
+
+
+def _decode_limit(files, repeats: int = 2) -> float:
+    """Images/s of parallel ``tf.io.decode_jpeg`` on bytes already in memory (best of ``repeats``)."""
+    import tensorflow as tf
+
+    blobs = [Path(p).read_bytes() for p in files]
+    ds = tf.data.Dataset.from_tensor_slices(blobs).map(
+        lambda b: tf.io.decode_jpeg(b, channels=3), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    ds = ds.map(lambda im: tf.shape(im)[0]).batch(256).prefetch(tf.data.AUTOTUNE)  # keep the consumer trivial
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in ds:
+            pass
+        best = max(best, len(files) / (time.perf_counter() - start))
+    return best
+
+
+def _pipeline(files, size: int, batch: int, epochs: int) -> tuple[float, list[float]]:
+    """Images/s of ``build_dataset``'s first epoch (construction included) and of each later epoch."""
+    import pandas as pd
+
+    from agegender.data.pipeline import Augment, Target, build_dataset
+
+    frame = pd.DataFrame({"path": files, "file": [Path(p).name for p in files], "age": 30.0})
+    start = time.perf_counter()
+    ds = build_dataset(frame, {"age": Target("age", "regression")}, image_size=size, batch_size=batch,
+                       training=True, augment=Augment(flip=True))
+    for _ in ds:
+        pass
+    first = len(files) / (time.perf_counter() - start)
+    later = []
+    for _ in range(epochs - 1):
+        start = time.perf_counter()
+        for _ in ds:
+            pass
+        later.append(len(files) / (time.perf_counter() - start))
+    return first, later
+
+
+def machine_facts() -> dict:
+    import tensorflow as tf
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "tensorflow": tf.__version__, "gpus": [g.name for g in tf.config.list_physical_devices("GPU")]}
+
+
+def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 128, batch: int = 64,
+                   epochs: int = 3, workdir: Path = ROOT / "build" / "bench") -> dict:
+    """Run (a)-(d) on the same files; return the JSON-ready result."""
+    kind = "given"
+    if data_dir is None:
+        data_dir, kind = default_images(n, workdir)
+    files = _files(Path(data_dir), n)
+    naive = _naive(files, size, batch)
+    decode = _decode_limit(files)
+    first, later = _pipeline(files, size, batch, epochs)
+    cached = max(later) if later else float("nan")
+    result = {
+        "benchmark": "pipeline", "data_dir": str(data_dir), "data": kind, "images": len(files), "size": size,
+        "batch_size": batch,
+        "naive_img_s": round(naive, 1), "first_epoch_img_s": round(first, 1), "cached_img_s": round(cached, 1),
+        "decode_limit_img_s": round(decode, 1), "later_epochs_img_s": [round(v, 1) for v in later],
+        "first_epoch_vs_decode_limit": round(first / decode, 3), "cached_vs_decode_limit": round(cached / decode, 3),
+        "targets": TARGETS, "machine": machine_facts(),
+    }
+    result["targets_met"] = {k: result[k] >= v for k, v in TARGETS.items()}
+    return result
+
+
+TRAIN_MODELS = ("levi_multitask", "dual_cnn", "xception_transfer", "efficientnet_b4")
+
+
+def _train_model(name: str, size: int | None):
+    """A model of the suite, compiled loss dict and input size for the training benchmark."""
+    if name == "levi_multitask":
+        from agegender.models.levi_hassner import build_levi_hassner
+
+        size = size or 227
+        model = build_levi_hassner("multitask", "reduced", input_shape=(size, size, 3))
+        return model, {"gender": "binary_crossentropy", "age": "sparse_categorical_crossentropy"}, size, \
+            {"gender": (1,), "age": 8}
+    if name == "dual_cnn":
+        from agegender.models.dual_cnn import build_dual_cnn
+
+        size = size or 128
+        return build_dual_cnn("dual", input_size=size), {"gender": "sparse_categorical_crossentropy", "age": "mse"}, \
+            size, {"gender": 2, "age": (1,)}
+    if name == "xception_transfer":
+        from agegender.models.xception_transfer import build_xception_multitask
+
+        size = size or 227
+        return build_xception_multitask((size, size, 3), weights=None), \
+            {"gender": "binary_crossentropy", "age": "sparse_categorical_crossentropy"}, size, \
+            {"gender": (1,), "age": 8}
+    if name == "efficientnet_b4":
+        import keras
+
+        size = size or 224
+        base = keras.applications.EfficientNetB4(include_top=False, weights=None, input_shape=(size, size, 3),
+                                                 pooling="avg")
+        x = base.output
+        outputs = {"age": keras.layers.Dense(10, activation="softmax", dtype="float32", name="age")(x)}
+        return keras.Model(base.input, outputs, name="efficientnet_b4_groups"), \
+            {"age": "sparse_categorical_crossentropy"}, size, {"age": 10}
+    raise ValueError(f"unknown model {name!r}; choose among {', '.join(TRAIN_MODELS)}")
+
+
+def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None = None,
+                modes: tuple[str, ...] | None = None) -> dict:
+    """Images/s and ms per step of ``name`` for each precision mode (float32 only without a GPU)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    modes = modes or (("float32", "mixed_float16", "mixed_float16+xla") if gpu else ("float32",))
+    rows = []
+    for mode in modes:
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("mixed_float16" if mode.startswith("mixed") else "float32")
+        model, losses, size_used, shapes = _train_model(name, size)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses, jit_compile=mode.endswith("xla"))
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 255, (batch, size_used, size_used, 3)).astype("float32")
+        y = {}
+        for task, shape in shapes.items():
+            y[task] = rng.integers(0, shape, batch) if isinstance(shape, int) else rng.uniform(0, 1, (batch, *shape))
+        model.train_on_batch(x, y)  # trace and compile
+        model.train_on_batch(x, y)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        seconds = (time.perf_counter() - start) / steps
+        rows.append({"mode": mode, "ms_per_step": round(1000 * seconds, 1), "img_s": round(batch / seconds, 1)})
+    keras.mixed_precision.set_global_policy("float32")
+    result = {"benchmark": "train", "model": name, "batch_size": batch, "steps": steps,
+              "input_size": size_used, "rows": rows, "machine": machine_facts()}
+    if not gpu:
+        result["note"] = "no GPU visible: float32 only (mixed float16 and XLA are GPU measurements)"
+    else:
+        base = rows[0]["img_s"]
+        result["speedup_vs_float32"] = {r["mode"]: round(r["img_s"] / base, 2) for r in rows}
+    return result
+
+
+def markdown(results: list[dict]) -> str:
+    """One markdown table per benchmark kind, in a stable order (for ``results/bench/README.md``)."""
+    lines = ["# Benchmarks", "", "Generated by `make bench` (`python -m agegender.bench`); numbers are measured, "
+             "on the machine each row names.", ""]
+    pipes = [r for r in results if r["benchmark"] == "pipeline"]
+    if pipes:
+        lines += ["## Input pipeline (images/s)", "",
+                  "| data | images | size | naive PIL | first epoch | cached epoch | decode limit | first/limit "
+                  "(target ≥ 0.9) | cached/limit (target ≥ 3) | CPUs | GPUs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in pipes:
+            m = r["machine"]
+            lines.append(f"| {r['data']} | {r['images']} | {r['size']} | {r['naive_img_s']} | {r['first_epoch_img_s']} "
+                         f"| {r['cached_img_s']} | {r['decode_limit_img_s']} | {r['first_epoch_vs_decode_limit']} "
+                         f"| {r['cached_vs_decode_limit']} | {m['cpu_count']} | {len(m['gpus'])} |")
+        lines.append("")
+    trains = [r for r in results if r["benchmark"] == "train"]
+    if trains:
+        lines += ["## Training steps", "", "| model | input | batch | mode | ms/step | images/s | device |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in trains:
+            device = ", ".join(r["machine"]["gpus"]) or f"CPU ({r['machine']['cpu_count']} cores)"
+            for row in r["rows"]:
+                lines.append(f"| {r['model']} | {r['input_size']} | {r['batch_size']} | {row['mode']} | "
+                             f"{row['ms_per_step']} | {row['img_s']} | {device} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agegender.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pipeline", help="input pipeline vs the JPEG decode limit")
+    p.add_argument("--data-dir", type=Path, help="folder of JPEG faces (default: the real UTKFace sample in "
+                   "../shared/data when present, else generated faces)")
+    p.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
+    p.add_argument("--size", type=int, default=128, help="output side in pixels (default 128)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs over the files; the first is uncached (default 3)")
+    p.add_argument("--json", type=Path, help="write the result as JSON here")
+    t = sub.add_parser("train", help="training throughput per precision mode")
+    t.add_argument("--model", default="dual_cnn", choices=TRAIN_MODELS, help="which model (default dual_cnn)")
+    t.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    t.add_argument("--steps", type=int, default=10, help="timed steps after two warm-up steps (default 10)")
+    t.add_argument("--size", type=int, help="input side (default: the paper's size for the model)")
+    t.add_argument("--json", type=Path, help="write the result as JSON here")
+    r = sub.add_parser("report", help="write a markdown table from benchmark JSON files")
+    r.add_argument("files", nargs="+", type=Path, help="JSON files written by pipeline/train")
+    r.add_argument("--out", type=Path, required=True, help="markdown file to write")
+    args = parser.parse_args(argv)
+
+    from agegender import atomic
+    from agegender.errors import DataError
+
+    try:
+        if args.command == "report":
+            results = [json.loads(f.read_text()) for f in sorted(args.files)]
+            atomic.write_text(args.out, markdown(results))
+            print(f"[bench] {args.out}")
+            return 0
+        if args.command == "pipeline":
+            result = bench_pipeline(args.data_dir, n=args.n, size=args.size, batch=args.batch_size, epochs=args.epochs)
+            print(f"[bench] {result['images']} {result['data']} images at {result['size']} px (images/s): "
+                  f"naive PIL {result['naive_img_s']}, first epoch {result['first_epoch_img_s']}, cached "
+                  f"{result['cached_img_s']}, decode limit {result['decode_limit_img_s']}; first/limit "
+                  f"{result['first_epoch_vs_decode_limit']} (target 0.9), cached/limit "
+                  f"{result['cached_vs_decode_limit']} (target 3)")
+        else:
+            result = bench_train(args.model, batch=args.batch_size, steps=args.steps, size=args.size)
+            for row in result["rows"]:
+                print(f"[bench] {args.model} {row['mode']}: {row['ms_per_step']} ms/step, {row['img_s']} images/s")
+            if "note" in result:
+                print(f"[bench] {result['note']}")
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        atomic.write_json(args.json, result)
+        print(f"[bench] {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
