@@ -336,3 +336,14 @@ def test_faces_are_learnable_beyond_chance_within_a_minute():
     assert result["race_accuracy"] >= 0.60, result
     assert result["age_mae"] <= 0.6 * result["age_mae_mean_baseline"], result
     assert result["seconds"] < 60, result
+
+
+def test_draw_face_reports_the_head_box():
+    from agegender.data.synth import draw_face
+
+    rng = np.random.default_rng(3)
+    for age, size in ((4, 64), (35, 120), (80, 200)):
+        image, (x, y, w, h) = draw_face(age, 0, 1, rng, size=size, return_box=True)
+        assert image.shape == (size, size, 3)
+        assert 0 <= x < size / 2 < x + w <= size and 0 <= y < size / 2 < y + h <= size * 1.05
+        assert 0.25 * size < w < 0.8 * size and 0.3 * size < h < 0.9 * size

@@ -467,20 +467,26 @@ def _render(ident: dict, age: float, rng: np.random.Generator, width: int, heigh
         "glasses": bool(glasses), "smile": bool(smile), "teeth": bool(teeth), "bags": w > 0.3, "style": style,
         "fringe": bool(ident["fringe"] and bald < 0.3 and style != "baby"),
         "pale": ident["race"] == 0 and float(np.mean(ident["skin"])) > 205,
+        # the head's box before the small in-plane rotation, in output pixels: [x, y, w, h]
+        "head_box": [float((cx - a) / ss - mx), float((cy - b) / ss - my_), float(2 * a / ss), float(2 * b / ss)],
     }
     return out, traits
 
 
-def draw_face(age: float, gender: int, race: int, rng: np.random.Generator, size: int = 128) -> np.ndarray:
-    """One procedural face (uint8, ``size`` x ``size`` x 3) for the labels; see the module docstring."""
+def draw_face(age: float, gender: int, race: int, rng: np.random.Generator, size: int = 128,
+              return_box: bool = False):
+    """One procedural face (uint8, ``size`` x ``size`` x 3) for the labels; see the module docstring.
+
+    With ``return_box`` also the head's box ``[x, y, w, h]`` in pixels (for face-detection tests).
+    """
     if gender not in (0, 1):
         raise ValueError(f"gender must be 0 (male) or 1 (female), got {gender!r}")
     if race not in range(len(RACES)):
         raise ValueError(f"race must be 0-{len(RACES) - 1} ({', '.join(RACES)}), got {race!r}")
     if not np.isfinite(age) or age < 0:
         raise ValueError(f"age must be a non-negative number of years, got {age!r}")
-    image, _ = _render(_identity(int(gender), int(race), rng), float(age), rng, int(size), int(size))
-    return image
+    image, traits = _render(_identity(int(gender), int(race), rng), float(age), rng, int(size), int(size))
+    return (image, traits["head_box"]) if return_box else image
 
 
 # --------------------------------------------------------------------------------------------
