@@ -10,17 +10,48 @@ A run folder ``<out>/<reproduction>/<experiment>/<run_id>/`` holds
   table generator reads;
 - ``split.csv``: the split manifest (file, split, labels);
 - ``history.csv``: the per-epoch history, rewritten at each epoch end;
-- ``model.keras``: the best model (written by the trainer's checkpoint).
+- ``model.keras``: the best model (written by the trainer's checkpoint);
+- ``train_state/``: the training state at the last completed epoch (weights and optimizer,
+  early-stopping and checkpoint state, history), written by :func:`agegender.training.train`
+  and removed when the run completes.
 
-``status`` is ``running`` until :meth:`RunRecorder.finish` writes ``complete``.
+``status`` is ``running`` until :meth:`RunRecorder.finish` writes ``complete`` (or
+:meth:`RunRecorder.fail` writes ``failed``, with the reason). Every file is written atomically
+(temporary file, then rename), so a reader never sees half a record.
+
+Resuming
+--------
+``RunRecorder(..., resume=True)`` picks up the run of an earlier, identical command instead
+of starting a new one. Identical means the same **fingerprint**: a hash of reproduction,
+experiment, config, seed and data description (see :func:`fingerprint`; settings that do not
+change the result, such as ``--fresh`` or the output folder, must stay out of ``config``).
+
+- Without ``run_id``, the newest run folder of that experiment with the same fingerprint and
+  status ``running`` or ``complete`` is reused (:func:`find_run`); none: a new timestamped
+  run id. With ``run_id``, that folder is reused when its record has the same fingerprint.
+- A reused ``running`` record keeps its history; :func:`agegender.training.train` then
+  restores ``train_state/`` and continues after the last completed epoch, and writes
+  ``resumed_from_epoch`` into the record.
+- A reused ``complete`` record (:attr:`RunRecorder.complete` is true) means there is nothing
+  to train: the caller reads the record (and ``model.keras``) instead. Finishing it again
+  rewrites it in place, so rerunning a finished command never duplicates a table cell.
+- A ``failed`` record (a diverged loss) is never reused: the same command starts afresh.
+- ``resume=False`` (a command's ``--fresh``) always starts a new run.
+
+A reproduction that writes several records per command (networks, folds) shares one run id
+between them by looking up the first with :func:`find_run` and passing ``run_id=`` to the
+others; cross-validation gets "resume at the first fold without a complete record" for free,
+since every complete fold record is found and skipped.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -29,26 +60,92 @@ from agegender import atomic
 
 DATA_KINDS = ("real", "sample", "generated", "none")  # none: a model build, no data read
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "results" / "runs"
+STATE_DIR = "train_state"  # inside a run folder: the resumable training state
+RESUMABLE = ("running", "complete")  # statuses a rerun of the same command picks up
+
+
+def fingerprint(reproduction: str, experiment: str, config: dict, seed: int, data: dict) -> str:
+    """Stable hash of what determines a run's result: equal for a rerun of the same command."""
+    payload = {"reproduction": reproduction, "experiment": experiment, "config": config, "seed": seed,
+               "data": data}
+    text = json.dumps(atomic._finite(payload), sort_keys=True, default=atomic._jsonable)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def read_record(path) -> dict | None:
+    """A ``record.json`` as a dict, or None when it is absent, unreadable or not a JSON object."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def find_run(runs_dir, reproduction: str, experiment: str, fingerprint_: str,
+             statuses=RESUMABLE) -> str | None:
+    """Run id of the newest run of ``experiment`` with fingerprint ``fingerprint_`` and a status in ``statuses``."""
+    folder = Path(runs_dir or DEFAULT_RUNS_DIR) / reproduction / experiment
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.glob("*/record.json"):
+        record = read_record(path)
+        if record and record.get("fingerprint") == fingerprint_ and record.get("status") in statuses:
+            found.append((str(record.get("started_utc", "")), path.parent.name))
+    return max(found)[1] if found else None
 
 
 class RunRecorder:
-    """Creates a run folder and writes its record; ``finish`` marks it complete."""
+    """Creates a run folder and writes its record; ``finish`` marks it complete.
+
+    ``run_id``: use this folder name (an earlier record there is overwritten unless ``resume``
+    picks it up). ``resume``: pick up the run of the same command (module docstring).
+    ``new_run_id``: the folder name for a new run when ``run_id`` is not given (default
+    ``<UTC timestamp>-s<seed>``; a suffix ``-2``, ``-3`` ... keeps it unique).
+    """
 
     def __init__(self, reproduction: str, experiment: str, *, config: dict, seed: int, data: dict,
-                 paper: str | None = None, out: str | Path | None = None, run_id: str | None = None):
+                 paper: str | None = None, out: str | Path | None = None, run_id: str | None = None,
+                 resume: bool = False, new_run_id: str | None = None):
         if data.get("kind") not in DATA_KINDS:
             raise ValueError(f"data['kind'] must be one of {DATA_KINDS}, got {data.get('kind')!r}")
         self.started = time.time()
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        self.run_id = run_id or f"{stamp}-s{seed}"
-        self.run_dir = Path(out or DEFAULT_RUNS_DIR) / reproduction / experiment / self.run_id
+        runs_dir = Path(out or DEFAULT_RUNS_DIR)
+        self.fingerprint = fingerprint(reproduction, experiment, config, seed, data)
+        if resume and run_id is None:
+            run_id = find_run(runs_dir, reproduction, experiment, self.fingerprint)
+        if run_id is None:  # a new run: ``new_run_id`` or a timestamped id, never one that exists already
+            base = new_run_id or f"{stamp}-s{seed}"
+            run_id, n = base, 1
+            while (runs_dir / reproduction / experiment / run_id).exists():
+                n += 1
+                run_id = f"{base}-{n}"
+        self.run_id = run_id
+        self.run_dir = runs_dir / reproduction / experiment / self.run_id
+        earlier = read_record(self.record_path) if resume else None
+        #: True when an earlier record of the same command was picked up (``resume=True``)
+        self.resumed = bool(earlier and earlier.get("fingerprint") == self.fingerprint
+                            and earlier.get("status") in RESUMABLE)
+        if self.resumed:
+            self.record = earlier
+            self._active_before = float(earlier.get("active_s") or 0.0)
+            self._clock = earlier["status"] == "running"  # a complete run's times stay as they were
+            if self._clock:
+                self.record["resumes"] = int(earlier.get("resumes") or 0) + 1
+                self.save()
+            return
+        # a new run (or a folder reused with another configuration): no stale training state
+        shutil.rmtree(self.state_dir, ignore_errors=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._active_before, self._clock = 0.0, True
         self.record = {
             "schema": 1,
             "reproduction": reproduction,
             "experiment": experiment,
             "paper": paper,
             "run_id": self.run_id,
+            "fingerprint": self.fingerprint,
             "status": "running",
             "config": config,
             "seed": seed,
@@ -57,11 +154,22 @@ class RunRecorder:
             "versions": package_versions(),
             "device": device_facts(),
             "started_utc": stamp,
+            "resumed_from_epoch": None,
             "history": [],
             "metrics": {},
             "cells": [],
         }
         self.save()
+
+    @property
+    def complete(self) -> bool:
+        """True when this is an earlier run of the same command that already finished."""
+        return self.record.get("status") == "complete"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where :func:`agegender.training.train` keeps the resumable training state."""
+        return self.run_dir / STATE_DIR
 
     @property
     def record_path(self) -> Path:
@@ -72,18 +180,36 @@ class RunRecorder:
         return self.run_dir / "model.keras"
 
     def save(self) -> None:
+        if self._clock:  # seconds this run has been active, summed over the processes of a resumed run
+            self.record["active_s"] = round(self._active_before + time.time() - self.started, 2)
         atomic.write_json(self.record_path, self.record)
+
+    def truncate_history(self, last_epoch: int) -> None:
+        """Drop history entries after ``last_epoch`` (a resumed run redoes those epochs)."""
+        self.record["history"] = [h for h in self.record["history"] if h["epoch"] <= last_epoch]
+        self._write_history()
 
     def log_epoch(self, epoch: int, logs: dict) -> None:
         """Record one epoch (replacing an earlier entry for the same epoch) and rewrite history.csv."""
         entry = {"epoch": int(epoch), **{k: float(v) for k, v in logs.items()}}
         history = [h for h in self.record["history"] if h["epoch"] != entry["epoch"]] + [entry]
         self.record["history"] = sorted(history, key=lambda h: h["epoch"])
+        self._write_history()
+
+    def _write_history(self) -> None:
         keys = sorted({k for h in self.record["history"] for k in h} - {"epoch"})
         lines = [",".join(["epoch", *keys])]
         lines += [",".join([str(h["epoch"]), *(repr(h[k]) if k in h else "" for k in keys)]) for h in self.record["history"]]
         atomic.write_text(self.run_dir / "history.csv", "\n".join(lines) + "\n")
         self.save()
+
+    def fail(self, reason: str) -> Path:
+        """Mark the run ``failed`` with ``reason`` (tables skip it; the same command starts afresh)."""
+        self.record["status"] = "failed"
+        self.record["failure"] = reason
+        self.record["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.save()
+        return self.record_path
 
     def keras_callback(self):
         """A Keras callback that calls :meth:`log_epoch` at each epoch end (epochs numbered from 1)."""
@@ -108,10 +234,12 @@ class RunRecorder:
         self.record.update(extra)
         self.record["metrics"] = metrics
         self.record["cells"] = cells
-        self.record["wall_time_s"] = round(time.time() - self.started, 2)
-        self.record["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        if self._clock:
+            self.record["wall_time_s"] = round(self._active_before + time.time() - self.started, 2)
+            self.record["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.record["status"] = "complete"
         self.save()
+        shutil.rmtree(self.state_dir, ignore_errors=True)  # the record is complete: nothing left to resume
         return self.record_path
 
 
@@ -156,9 +284,22 @@ def device_facts() -> dict:
 
 
 def load_records(runs_dir: str | Path) -> tuple[list[dict], list[dict]]:
-    """Every complete ``record.json`` under ``runs_dir``, and ``{file, reason}`` for each one skipped."""
+    """Every complete ``record.json`` under ``runs_dir``, and ``{file, reason}`` for each one skipped.
+
+    Skipped (never read half-way, never fatal): a record that does not parse (cut short, or
+    edited), one whose status is not ``complete`` (running, interrupted, failed), one with
+    malformed cells, and a run folder ``<reproduction>/<experiment>/<run_id>/`` that holds
+    files but no ``record.json`` (deleted, or lost). Temporary files of atomic writes
+    (``.record.json.*.tmp``) are never read.
+    """
     records, skipped = [], []
-    for path in sorted(Path(runs_dir).rglob("record.json")):
+    runs_dir = Path(runs_dir)
+    for folder in sorted(runs_dir.glob("*/*/*/")):
+        if folder.is_dir() and not (folder / "record.json").exists() and \
+                any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir()):
+            skipped.append({"file": str(folder / "record.json"),
+                            "reason": "record missing (the run folder has files but no record.json)"})
+    for path in sorted(runs_dir.rglob("record.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -166,7 +307,16 @@ def load_records(runs_dir: str | Path) -> tuple[list[dict], list[dict]]:
             continue
         if not isinstance(record, dict) or record.get("status") != "complete":
             status = record.get("status") if isinstance(record, dict) else type(record).__name__
-            skipped.append({"file": str(path), "reason": f"run not complete (status {status!r})"})
+            reason = f"run not complete (status {status!r})"
+            if status == "failed" and record.get("failure"):
+                reason = f"run failed: {record['failure']}"
+            skipped.append({"file": str(path), "reason": reason})
+            continue
+        cells = record.get("cells", [])
+        if not isinstance(cells, list) or not all(isinstance(c, dict) and {"table", "row", "column", "value"} <= set(c)
+                                                  for c in cells):
+            skipped.append({"file": str(path), "reason": "malformed record (cells must be objects with table, row, "
+                                                         "column and value)"})
             continue
         record["_path"] = str(path)
         records.append(record)

@@ -2,12 +2,44 @@
 
 ``train`` wraps ``model.fit`` with what every paper states or a serious run needs: early
 stopping that restores the best weights, a best-model ``.keras`` checkpoint in the run folder,
-a stop on a NaN loss, and the per-epoch history written to the run record as it goes.
+a stop on a NaN or infinite loss (:class:`agegender.errors.TrainingDiverged`, the last good
+checkpoint kept), the per-epoch history written to the run record as it goes, and a resumable
+training state saved at every epoch end.
+
+Resuming
+--------
+With a recorder (or ``state_dir``), ``train`` keeps ``<run folder>/train_state/`` up to date
+at each epoch end, atomically (weights file first, then ``state.json`` naming it, which is the
+commit point): model and optimizer weights, the early-stopping state (wait, best value, best
+epoch and best weights), the checkpoint's best value, the history so far, the training seconds
+and the state of any extra callback that has ``get_resume_state()`` / ``set_resume_state()``.
+If that folder holds a state when ``train`` starts, it is restored and ``fit`` continues with
+``initial_epoch`` = the last completed epoch; the record gets ``resumed_from_epoch`` and its
+history keeps each epoch exactly once. A state marked finished (killed after training, before
+the record was completed) is restored without training. ``RunRecorder.finish`` removes the
+folder. Pair it with ``RunRecorder(..., resume=True)``, which finds the run folder of the same
+command again (:mod:`agegender.records`).
+
+What a resume does not restore: the random streams. Dropout masks, the shuffle order and the
+augmentation of the resumed epochs are drawn afresh from the seeds (as for a first epoch), so a
+resumed run continues from the same weights and optimizer state but is not bit-identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
+
+from agegender import atomic
+from agegender.errors import TrainingDiverged
+
+STATE_FILE = "state.json"
 
 
 def configure_precision(policy: str = "auto") -> str:
@@ -27,25 +59,259 @@ def configure_precision(policy: str = "auto") -> str:
     return policy
 
 
-def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int | None = None,
-          monitor: str = "val_loss", verbose: int | str = "auto", extra_callbacks=()) -> list[dict]:
-    """Fit ``model`` (already compiled) and return the per-epoch history as a list of dicts."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow (``keras.utils.set_random_seed``); ``deterministic`` also
+    turns on TensorFlow's op determinism (``tf.config.experimental.enable_op_determinism``), so two
+    runs on the same device with the same seed give the same numbers (slower on a GPU)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def ensure_loss_scaling(model) -> None:
+    """Raise unless a model that computes in float16 has a ``LossScaleOptimizer`` (float16 gradients
+    underflow to zero without loss scaling). Keras adds it at ``compile`` under ``mixed_float16``."""
     import keras
 
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    layers = model._flatten_layers(include_self=True) if hasattr(model, "_flatten_layers") else [model, *model.layers]
+    float16 = [layer.name for layer in layers if getattr(layer, "compute_dtype", None) == "float16"]
+    if float16 and not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        raise RuntimeError(f"layers {float16[:3]} compute in float16 but the optimizer "
+                           f"{type(model.optimizer).__name__} has no loss scaling; compile the model under the "
+                           "mixed_float16 policy (Keras then wraps the optimizer in a LossScaleOptimizer)")
+
+
+def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int | None = None,
+          monitor: str = "val_loss", verbose: int | str = "auto", extra_callbacks=(), state_dir=None,
+          info: dict | None = None) -> list[dict]:
+    """Fit ``model`` (already compiled); return the history (every epoch, once) as a list of dicts.
+
+    ``state_dir`` (default: ``recorder.state_dir`` when a recorder is given, else no state) is
+    where the resumable state lives (module docstring). ``info``, when given, is filled with
+    ``resumed_from_epoch`` (None for a fresh start), ``seconds`` (training time summed over every
+    process of a resumed run) and ``trained`` (False when a finished state was only restored).
+    A NaN or infinite training loss stops the run: the model gets the weights of the last good
+    epoch back, the record is marked failed and :class:`TrainingDiverged` is raised.
+    """
+    import keras
+
+    ensure_loss_scaling(model)
+    if state_dir is None and recorder is not None:
+        state_dir = recorder.state_dir
+    guard = _callback_classes()["NaNGuard"]()
+    callbacks = [guard]
+    early = checkpoint = None
     if patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience,
-                                                       restore_best_weights=True))
+        early = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+        callbacks.append(early)
     if recorder is not None:
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(recorder.model_path), monitor=monitor,
-                                                         save_best_only=True))
-        callbacks.append(recorder.keras_callback())
+        checkpoint = keras.callbacks.ModelCheckpoint(str(recorder.model_path), monitor=monitor, save_best_only=True)
+        callbacks += [checkpoint, recorder.keras_callback()]
     callbacks.extend(extra_callbacks)
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                    shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
-    history = fit.history
-    n = len(next(iter(history.values()), []))
-    return [{"epoch": i + 1, **{k: float(v[i]) for k, v in history.items()}} for i in range(n)]
+    state = _callback_classes()["TrainingState"](state_dir, guard=guard, early_stopping=early, checkpoint=checkpoint,
+                                                 others=list(extra_callbacks))
+    callbacks.append(state)  # last: it saves what the others have updated at each epoch end
+
+    restored = state.restore(model)
+    resumed_from = restored["epoch"] if restored else None
+    if restored:
+        print(f"[train] resuming after epoch {resumed_from} of {epochs} from {state_dir}"
+              + (" (training had finished)" if restored.get("finished") else ""), flush=True)
+        if recorder is not None:
+            recorder.record["resumed_from_epoch"] = resumed_from
+            recorder.truncate_history(resumed_from)
+            for entry in state.history:  # the state's history is the truth (one entry per epoch)
+                recorder.log_epoch(entry["epoch"], {k: v for k, v in entry.items() if k != "epoch"})
+    trained = not (restored and restored.get("finished")) and (resumed_from or 0) < epochs
+    if trained:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=resumed_from or 0,
+                  callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
+    if info is not None:
+        info.update(resumed_from_epoch=resumed_from, seconds=state.seconds_total(), trained=trained)
+    if guard.diverged:
+        epoch, batch, value = guard.diverged
+        good = state.restore_last_good(model)
+        kept = [str(p) for p in ((recorder.model_path if recorder else None),
+                                 (Path(state_dir) if state_dir and good else None)) if p and Path(p).exists()]
+        message = (f"training diverged: the loss became {value} at epoch {epoch} (batch {batch + 1}); stopped, "
+                   + (f"the model is back at the end of epoch {good}" if good else "no epoch had completed")
+                   + (f"; last good checkpoint kept: {', '.join(kept)}" if kept else ""))
+        if recorder is not None:
+            recorder.fail(message)
+        raise TrainingDiverged(message, fix="lower the learning rate, or look for NaN/inf labels or inputs; the "
+                                            "same command then starts a new run (a failed run is not resumed)")
+    return [dict(h) for h in state.history]
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # not a number: nothing to check
+
+
+_CLASSES: dict = {}
+
+
+def _callback_classes() -> dict:
+    """The Keras callbacks of this module (defined on first use, so importing it does not load Keras)."""
+    if _CLASSES:
+        return _CLASSES
+    import keras
+
+    class NaNGuard(keras.callbacks.Callback):
+        """Stops training at the first batch whose loss is NaN or infinite, and remembers where."""
+
+        def __init__(self):
+            super().__init__()
+            self.diverged = None
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not _finite(loss) and self.diverged is None:
+                self.diverged = (self.epoch, batch, float(loss))
+                self.model.stop_training = True
+
+    class TrainingState(keras.callbacks.Callback):
+        """Saves and restores the resumable training state (module docstring)."""
+
+        def __init__(self, state_dir, *, guard, early_stopping=None, checkpoint=None, others=()):
+            super().__init__()
+            self.dir = Path(state_dir) if state_dir else None
+            self.guard, self.early, self.checkpoint = guard, early_stopping, checkpoint
+            self.others = [cb for cb in others if hasattr(cb, "get_resume_state") and hasattr(cb, "set_resume_state")]
+            self.history: list[dict] = []
+            self.saved: dict | None = None  # the last state written or read
+            self.seconds_before = 0.0
+            self.fit_started = None
+            self.best_written = None
+
+        # ---- reading back
+        def read(self) -> dict | None:
+            if self.dir is None or not (self.dir / STATE_FILE).is_file():
+                return None
+            import json
+
+            try:
+                state = json.loads((self.dir / STATE_FILE).read_text(encoding="utf-8"))
+                if not (self.dir / state["weights"]).is_file():
+                    raise FileNotFoundError(state["weights"])
+                return state
+            except (OSError, ValueError, KeyError, TypeError) as err:  # written atomically: should not happen
+                print(f"[train] warning: ignoring an unreadable training state in {self.dir} "
+                      f"({type(err).__name__}: {err}); starting afresh", file=sys.stderr)
+                return None
+
+        def restore(self, model) -> dict | None:
+            state = self.read()
+            if state is None:
+                return None
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)  # optimizer variables exist before loading
+            model.load_weights(str(self.dir / state["weights"]))
+            self.history = [dict(h) for h in state.get("history", [])]
+            self.seconds_before = float(state.get("seconds") or 0.0)
+            self.best_written = (state.get("early_stopping") or {}).get("best_weights")
+            for cb in self.others:
+                saved = (state.get("callbacks") or {}).get(type(cb).__name__)
+                if saved is not None:
+                    cb.set_resume_state(saved)
+            self.saved = state
+            return state
+
+        def restore_last_good(self, model) -> int | None:
+            """Put the weights of the last saved epoch back into ``model``; return that epoch (None: none)."""
+            if self.saved is None or self.dir is None:
+                return None
+            model.load_weights(str(self.dir / self.saved["weights"]))
+            return int(self.saved["epoch"])
+
+        def seconds_total(self) -> float:
+            now = time.time() - self.fit_started if self.fit_started else 0.0
+            return self.seconds_before + now
+
+        # ---- Keras hooks
+        def on_train_begin(self, logs=None):
+            self.fit_started = time.time()
+            state = self.saved
+            if not state:
+                return
+            es = state.get("early_stopping")
+            if self.early is not None and es:  # after EarlyStopping.on_train_begin has reset it
+                self.early.wait = int(es["wait"])
+                self.early.best = es["best"]
+                self.early.best_epoch = int(es["best_epoch"])
+                if es.get("best_weights"):
+                    with np.load(self.dir / es["best_weights"], allow_pickle=False) as arrays:
+                        self.early.best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+            if self.checkpoint is not None and state.get("checkpoint_best") is not None:
+                self.checkpoint.best = float(state["checkpoint_best"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            if self.guard.diverged is not None or not all(_finite(v) for k, v in logs.items() if "loss" in k
+                                                          and not k.startswith("val_")):
+                return  # never save a diverged state: the last good one stays
+            entry = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+            self.history = [h for h in self.history if h["epoch"] < entry["epoch"]] + [entry]
+            self._save(epoch + 1, finished=False)
+
+        def on_train_end(self, logs=None):
+            if self.guard.diverged is None and self.history:
+                self._save(self.history[-1]["epoch"], finished=True)
+
+        def _save(self, epoch: int, *, finished: bool) -> None:
+            if self.dir is None:
+                return
+            self.dir.mkdir(parents=True, exist_ok=True)
+            weights = f"{'final' if finished else 'epoch'}-{epoch:04d}.weights.h5"
+            _save_weights(self.model, self.dir / weights)
+            state = {"epoch": epoch, "finished": finished, "weights": weights, "history": self.history,
+                     "seconds": self.seconds_total(), "checkpoint_best": None, "early_stopping": None,
+                     "callbacks": {type(cb).__name__: cb.get_resume_state() for cb in self.others}}
+            if self.checkpoint is not None and _finite(self.checkpoint.best):
+                state["checkpoint_best"] = float(self.checkpoint.best)
+            es = self.early
+            if es is not None:
+                best_file = None
+                if es.best_weights is not None:
+                    best_file = f"best-{es.best_epoch + 1:04d}.npz"
+                    if self.best_written != best_file:  # written by this process (or committed before)
+                        with atomic.atomic_path(self.dir / best_file) as tmp, open(tmp, "wb") as handle:
+                            np.savez(handle, *es.best_weights)
+                        self.best_written = best_file
+                best = None if es.best is None or not _finite(es.best) else float(es.best)
+                state["early_stopping"] = {"wait": int(es.wait), "best": best, "best_epoch": int(es.best_epoch),
+                                           "best_weights": best_file}
+            atomic.write_json(self.dir / STATE_FILE, state)  # the commit point
+            keep = {STATE_FILE, weights, (state["early_stopping"] or {}).get("best_weights")}
+            for path in self.dir.iterdir():
+                if path.name not in keep and not path.name.startswith("."):
+                    path.unlink(missing_ok=True)
+            self.saved = state
+
+    _CLASSES.update(NaNGuard=NaNGuard, TrainingState=TrainingState)
+    return _CLASSES
+
+
+def _save_weights(model, path: Path) -> None:
+    """``model.save_weights`` (model and optimizer variables) to a temporary name, fsync, rename."""
+    tmp = path.with_name(f".{os.getpid()}-{path.name}")  # keeps the .weights.h5 suffix Keras requires
+    try:
+        model.save_weights(str(tmp), overwrite=True)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def collect_predictions(model, dataset) -> tuple[dict, dict, dict]:

@@ -85,6 +85,10 @@ Protocol and decisions (paper section; NOTES.md "Jørgensen (001)" and "Checked 
   averaged with ImageNet runs. Likewise a gamma other than 0.5 gets its own row.
 - Any setting that differs from the paper's (``--smoke``, ``--epochs``, ``--batch-size`` ...)
   is named in every cell's ``note``, so it shows in the table's notes column.
+- Interrupted runs: rerunning the same command resumes it. Every fold and model with a complete
+  record is read back (not trained again), the interrupted fold continues after its last
+  completed epoch (``resumed_from_epoch`` in its record), the rest run as usual. ``--fresh``
+  starts new runs; ``--deterministic`` turns on TensorFlow's op determinism.
 - Table 1/2 cells come from the Keras builds, not from data: the record's data kind is
   ``none`` (tables say "model build (no data)"), and its ``data.dataset`` and every cell's
   note say that no images are involved. It is written
@@ -102,7 +106,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -147,6 +150,7 @@ class Experiment:
     max_rows_per_fold: int | None = None  # None = every row (the paper); smoke runs sample a few
     seed: int = 0
     smoke: bool = False
+    deterministic: bool = False          # --deterministic: TensorFlow op determinism (same seed, same numbers)
 
 
 EXPERIMENTS = {
@@ -500,8 +504,13 @@ def deviations(exp: Experiment, protocol: str) -> list[str]:
 
 
 def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: dict, run_id: str,
-             protocol: str, precision: str, verbose) -> dict:
-    """Train and evaluate ``exp`` on one fold; write its record, curves and confusion matrices."""
+             protocol: str, precision: str, verbose, fresh: bool = False) -> dict:
+    """Train and evaluate ``exp`` on one fold; write its record, curves and confusion matrices.
+
+    Unless ``fresh``, a rerun of the same command picks up this fold's earlier run
+    (:mod:`agegender.records`): a complete record is read back without training, an
+    interrupted one resumes after its last completed epoch. ``run_id`` names a new run.
+    """
     import keras
     import numpy as np
 
@@ -510,10 +519,25 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     from agegender.oversample import oversampled_predictions
     from agegender.plots import confusion_matrix, learning_curves
     from agegender.records import RunRecorder
-    from agegender.training import collect_predictions, train
+    from agegender.training import collect_predictions, seed_everything, train
+
+    config = {**dataclasses.asdict(exp), "fold": fold, "protocol": protocol, "precision": precision}
+    data = {**data_info, "protocol": protocol, "test_fold": fold, "counts": split.counts(),
+            "split_info": {k: v for k, v in split.info.items() if k != "counts"}}
+    recorder = RunRecorder(REPRODUCTION, exp.name, config=config, seed=exp.seed, data=data, paper=PAPER,
+                           out=runs_dir, resume=not fresh, new_run_id=run_id)
+    row, notes = table3_row(exp), "; ".join(deviations(exp, protocol))
+    if recorder.complete:  # cross-validation resumes at the first fold without a complete record
+        print(f"[adience_levi] {exp.name} fold {fold}: complete record found ({recorder.record_path}); not trained "
+              "again (--fresh retrains)")
+        record = recorder.record
+        return {"fold": fold, "history": record["history"], "record": recorder.record_path,
+                "metrics": record["metrics"], "cells": record["cells"], "row": row, "notes": notes}
+    if recorder.resumed:
+        print(f"[adience_levi] {exp.name} fold {fold}: resuming the interrupted run {recorder.run_dir}")
 
     keras.backend.clear_session()
-    keras.utils.set_random_seed(exp.seed + fold)
+    seed_everything(exp.seed + fold, exp.deterministic)
     targets = {task: Target(*TARGET_KINDS[task]) for task in exp.tasks}
     bad_files: list = []
     common = dict(batch_size=exp.batch_size, seed=exp.seed + fold, pixel_scale=1.0, report=bad_files)
@@ -534,17 +558,12 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
         loss={task: LOSSES[task] for task in exp.tasks},
         loss_weights={"gender": exp.gamma, "age": 1.0 - exp.gamma} if two else None,  # Eq. 1
         weighted_metrics={task: ["accuracy"] for task in exp.tasks})
-    config = {**dataclasses.asdict(exp), "fold": fold, "protocol": protocol, "precision": precision}
-    data = {**data_info, "protocol": protocol, "test_fold": fold, "counts": split.counts(),
-            "split_info": {k: v for k, v in split.info.items() if k != "counts"}}
-    recorder = RunRecorder(REPRODUCTION, exp.name, config=config, seed=exp.seed, data=data, paper=PAPER,
-                           out=runs_dir, run_id=run_id)
     split.save_manifest(recorder.run_dir / "split.csv")
 
-    started = time.time()
+    info: dict = {}
     history = train(model, train_ds, val_ds, epochs=exp.epochs, recorder=recorder, patience=exp.patience,
-                    monitor=exp.monitor, verbose=verbose)
-    train_seconds = time.time() - started
+                    monitor=exp.monitor, verbose=verbose, info=info)
+    train_seconds = info["seconds"]  # summed over the processes of a resumed run
     epochs_run = len(history)
     scores = [h.get(exp.monitor, math.inf) for h in history]
     best_epoch = int(np.nanargmin(scores)) + 1 if history and not all(math.isinf(s) for s in scores) else epochs_run
@@ -554,9 +573,8 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     else:  # one view: the centre crop
         labels, views, weights = collect_predictions(model, test_ds)
         views = {task: v[:, None] for task, v in views.items()}
-    row, notes = table3_row(exp), "; ".join(deviations(exp, protocol))
     metrics = {"test": {}, "epochs_run": epochs_run, "best_epoch": best_epoch, "train_seconds": train_seconds,
-               "images_skipped": bad_files}
+               "resumed_from_epoch": info["resumed_from_epoch"], "images_skipped": bad_files}
     cells = [_cell("Table 3", row, "Avg training epochs", epochs_run, "epochs", notes)]
     extra = "Table 3 (extra)"
     plots = {"learning_curves": str(learning_curves(
@@ -603,7 +621,7 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
 
 
 def write_fold_summary(exp: Experiment, results: list[dict], *, runs_dir: Path, data_info: dict, stamp: str,
-                       figures_dir: Path) -> dict:
+                       figures_dir: Path, fresh: bool = False) -> dict:
     """Across the folds of one invocation: the ± columns of Table 3 (as a record) and Figure 4-7."""
     import numpy as np
 
@@ -623,7 +641,7 @@ def write_fold_summary(exp: Experiment, results: list[dict], *, runs_dir: Path, 
                        "percent", note) for task in exp.tasks]
         recorder = RunRecorder(REPRODUCTION, f"{exp.name}_folds", config={**dataclasses.asdict(exp), "folds": folds},
                                seed=exp.seed, data={**data_info, "folds": folds}, paper=PAPER, out=runs_dir,
-                               run_id=f"{stamp}-s{exp.seed}")
+                               resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}")  # a rerun rewrites it
         recorder.finish({"fold_records": [str(r["record"]) for r in results], "summary": summary}, cells)
     return summary
 
@@ -736,6 +754,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "generated if it carries the synth marker, sample if it has fewer rows than Adience)")
     parser.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
                         default="auto", help="Keras dtype policy (default auto: mixed_float16 on a GPU)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start new runs; by default rerunning the same command (same data, options and seed) "
+                             "resumes it: folds with a complete record are read back, an interrupted fold continues "
+                             "after its last completed epoch")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow op determinism and fixed seeds: two runs with the same seed on the same "
+                             "device give the same splits and losses (slower on a GPU)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
                         help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (default)")
     args = parser.parse_args(argv)
@@ -758,7 +783,8 @@ def experiments_from_args(args) -> list[Experiment]:
         exp = EXPERIMENTS[name]
         if args.smoke:
             exp = smoke(exp)
-        changes = {"seed": args.seed, "validation": args.validation, "oversample": not args.no_oversample}
+        changes = {"seed": args.seed, "validation": args.validation, "oversample": not args.no_oversample,
+                   "deterministic": bool(getattr(args, "deterministic", False))}
         for field, value in (("gamma", args.gamma), ("val_fraction", args.val_fraction), ("epochs", args.epochs),
                              ("batch_size", args.batch_size)):
             if value is not None:
@@ -805,7 +831,7 @@ def run(args) -> int:
                   f"test {counts['test']:,} ({split.info.get('validation', '')})")
             result = run_fold(exp, fold, split, runs_dir=runs_dir, data_info=data_info,
                               run_id=f"{stamp}-fold{fold}-s{exp.seed}", protocol=args.protocol, precision=precision,
-                              verbose=args.verbose)
+                              verbose=args.verbose, fresh=args.fresh)
             m = result["metrics"]
             scores = ", ".join(f"{t} {100 * m['test'][t]['accuracy']:.1f}%" + (
                 f" (over-sampled {100 * m['test'][t + '_oversampled']['accuracy']:.1f}%)" if exp.oversample else "")
@@ -817,7 +843,7 @@ def run(args) -> int:
                   f"record {result['record']}")
             results.append(result)
         summaries[exp.name] = (exp, write_fold_summary(exp, results, runs_dir=runs_dir, data_info=data_info,
-                                                       stamp=stamp, figures_dir=figures_dir))
+                                                       stamp=stamp, figures_dir=figures_dir, fresh=args.fresh))
 
     from results.tables import generate
 
@@ -855,8 +881,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except DataError as err:
+    except DataError as err:  # includes TrainingDiverged
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder the readers did not foresee (permissions, disk full ...)
+        print(f"error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err} — fix: check that "
+              "the path exists, is readable (and the output folder writable) and the disk has space", file=sys.stderr)
         return 2
 
 

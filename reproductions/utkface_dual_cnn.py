@@ -49,6 +49,11 @@ Command
     python -m reproductions.utkface_dual_cnn --data-dir DIR --smoke        # 1 epoch, 32 px, 240 faces
     make reproduce-utkface-dual DATA_DIR=~/data/UTKFace
 
+Killed? Run the same command again: it resumes (networks already complete are reloaded from
+their ``model.keras``, the interrupted one continues after its last completed epoch; the
+record keeps ``resumed_from_epoch``). ``--fresh`` starts over; ``--deterministic`` turns on
+TensorFlow's op determinism (same seed, same device: same split and losses).
+
 Runtime (full UTKFace: the paper's 23,708 faces split 11,617 / 4,979 / 7,112; 128x128; ~9
 epochs per network): the paper took 640-840 s per network on an RTX 3070 (Sec. IV-B); a current
 data-centre GPU (mixed float16, chosen automatically) should take a few minutes per network,
@@ -227,7 +232,11 @@ def _targets(tasks):
 
 
 def make_datasets(split, exp: SpezialiExperiment, tasks, skipped: list) -> dict:
-    """Train (augmented, shuffled), validation and test datasets, plus un-augmented train for metrics."""
+    """Train (augmented, shuffled), validation and test datasets, plus un-augmented train for metrics.
+
+    ``skipped`` receives one list per dataset of ``{file, reason}`` for the files left out (see
+    :func:`merge_skipped`); a file that fails to decode is added to its list during the first pass.
+    """
     import tensorflow as tf
 
     from agegender.data.pipeline import Augment, build_dataset
@@ -246,11 +255,21 @@ def make_datasets(split, exp: SpezialiExperiment, tasks, skipped: list) -> dict:
                            report=report)
         n = len(frame) - len(report)
         if name != "train_eval":
-            skipped.extend(r for r in report if r not in skipped)
+            skipped.append(report)  # merged after training: files that fail to decode are reported then
         # exact cardinality: see the module docstring (Keras 3 per-output losses)
         out[name] = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / exp.batch_size)))
         out[f"n_{name}"] = n
     return out
+
+
+def merge_skipped(reports: list) -> list[dict]:
+    """The ``{file, reason}`` entries of every dataset's report, each once."""
+    merged: list[dict] = []
+    for report in reports:
+        for item in (report if isinstance(report, list) else [report]):
+            if item not in merged:
+                merged.append(item)
+    return merged
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,9 +308,17 @@ def _iteration_logger(n_train: int, batch_size: int, keys):
             self.rows: list[dict] = []
             self.iteration = 0
 
+        def get_resume_state(self) -> dict:  # saved with the training state at each epoch end
+            return {"rows": self.rows, "iteration": self.iteration}
+
+        def set_resume_state(self, state: dict) -> None:
+            self.rows, self.iteration = list(state["rows"]), int(state["iteration"])
+
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch, self.seen, self.batches = epoch + 1, 0, 0
             self.totals = {k: 0.0 for k in keys}
+            self.rows = [r for r in self.rows if r["epoch"] <= epoch]  # a resumed run redoes the epochs after
+            self.iteration = len(self.rows)
 
         def on_train_batch_end(self, batch, logs=None):
             logs = logs or {}
@@ -622,8 +649,16 @@ def _out_paths(out) -> dict:
 
 
 def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual"), out=None,
-        data_kind_override: str | None = None, verbose: int | str = 2, log=print) -> dict:
-    """Run the reproduction; return paths, per-network metrics and the cells written."""
+        data_kind_override: str | None = None, verbose: int | str = 2, log=print, fresh: bool = False,
+        deterministic: bool = False) -> dict:
+    """Run the reproduction; return paths, per-network metrics and the cells written.
+
+    A rerun of the same command (same data, configuration and seed) picks up its earlier run
+    (:mod:`agegender.records`): networks with a complete record are reloaded from their
+    ``model.keras`` instead of trained, an interrupted one resumes after its last completed
+    epoch. ``fresh`` starts a new run instead. ``deterministic`` turns on TensorFlow's op
+    determinism (:func:`agegender.training.seed_everything`).
+    """
     import datetime as _dt
 
     from agegender.data.provenance import data_kind
@@ -641,7 +676,7 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     from agegender.models.activations import activation_maps, grad_cam
     from agegender.plots import confusion_matrix, learning_curves
     from agegender.records import RunRecorder
-    from agegender.training import configure_precision, train
+    from agegender.training import configure_precision, seed_everything, train
     from results.tables import generate
 
     kind = data_kind_override or data_kind(data_dir, "utkface", len(frame))
@@ -651,23 +686,29 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
         f"KS train vs validation ages: D = {ks.get('statistic', float('nan')):.3f}, "
         f"p = {ks.get('p_value', float('nan')):.3f} (paper: p ~= 0.38)")
 
+    seed_everything(exp.seed, deterministic)
     precision = configure_precision(exp.precision)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"{stamp}-s{exp.seed}"
-    figures = paths["figures"] / REPRODUCTION / run_id
-    config = {**dataclasses.asdict(exp), "precision_policy": precision, "networks": list(networks)}
+    config = {**dataclasses.asdict(exp), "precision_policy": precision, "networks": list(networks),
+              "deterministic": bool(deterministic)}
     data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_dir).resolve()),
             "images_read": len(samples.frame), "images_used": len(frame),
             "files_skipped_by_reader": len(samples.skipped), "names_repaired": len(samples.repaired),
             "counts": counts}
+
+    # protocol record: the split, the KS test and the hyper-parameters read back from a built model. Its run
+    # id is shared by the networks' records and the figures; a rerun of the same command picks it up again.
+    protocol = RunRecorder(REPRODUCTION, "protocol", config=config, seed=exp.seed, data=data, paper=PAPER,
+                           out=paths["runs"], resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}")
+    run_id = protocol.run_id
+    if protocol.resumed:
+        log(f"[speziali] picking up run {run_id} of the same command ({protocol.record['status']}); "
+            "--fresh starts over")
+    figures = paths["figures"] / REPRODUCTION / run_id
     figure_paths: dict[str, Path] = {}
     figure_paths.update(plot_split(split, figures))
-
-    # protocol record: the split, the KS test and the hyper-parameters read back from a built model
     keras.utils.set_random_seed(exp.seed)
     probe = build_network("dual", exp)
-    protocol = RunRecorder(REPRODUCTION, "protocol", config=config, seed=exp.seed, data=data, paper=PAPER,
-                           out=paths["runs"], run_id=run_id)
     split.save_manifest(protocol.run_dir / "split.csv")
     p_cells = protocol_cells(split, len(frame), exp, probe)
     del probe
@@ -681,16 +722,24 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
         datasets = make_datasets(split, exp, network.tasks, skipped)
         model = build_network(network, exp)
         recorder = RunRecorder(REPRODUCTION, network.key, config=config, seed=exp.seed, data=data, paper=PAPER,
-                               out=paths["runs"], run_id=run_id)
+                               out=paths["runs"], run_id=run_id, resume=not fresh)
         split.save_manifest(recorder.run_dir / "split.csv")
         keys = ["loss"] + ([f"{t}_loss" for t in network.tasks] if len(network.tasks) > 1 else [])
         iterations = _iteration_logger(datasets["n_train"], exp.batch_size, keys)
-        log(f"[speziali] training the {network.title} (lr {getattr(exp, network.lr_field)}, "
-            f"{exp.input_size}x{exp.input_size}, up to {exp.epochs} epochs, patience {exp.patience})")
-        start = time.perf_counter()
-        history = train(model, datasets["train"], datasets["val"], epochs=exp.epochs, recorder=recorder,
-                        patience=exp.patience, verbose=verbose, extra_callbacks=[iterations])
-        seconds = time.perf_counter() - start
+        if recorder.complete:  # finished by an earlier run of this command: reload, do not train again
+            log(f"[speziali] {network.title}: complete record found ({recorder.record_path}); loading its model "
+                "instead of training (--fresh trains again)")
+            model.load_weights(str(recorder.model_path))
+            history = [dict(h) for h in recorder.record["history"]]
+            seconds = float(recorder.record["metrics"]["training"]["seconds"])
+            iterations.rows = _read_iterations(recorder.run_dir / "iteration_loss.csv")
+        else:
+            log(f"[speziali] training the {network.title} (lr {getattr(exp, network.lr_field)}, "
+                f"{exp.input_size}x{exp.input_size}, up to {exp.epochs} epochs, patience {exp.patience})")
+            info: dict = {}
+            history = train(model, datasets["train"], datasets["val"], epochs=exp.epochs, recorder=recorder,
+                            patience=exp.patience, verbose=verbose, extra_callbacks=[iterations], info=info)
+            seconds = info["seconds"]  # summed over the processes of a resumed run
         metrics = evaluate(model, network, datasets, exp, train_age_mean)
         predictions = {s: metrics.pop(f"_{s}_predictions") for s in ("train", "val", "test")}
         best = min(history, key=lambda h: h.get("val_loss", np.inf)) if history else {}
@@ -698,6 +747,7 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
                                "last_train_loss": history[-1].get("loss") if history else None,
                                "last_val_loss": history[-1].get("val_loss") if history else None,
                                "stopped_early": len(history) < exp.epochs,
+                               "resumed_from_epoch": recorder.record.get("resumed_from_epoch"),
                                "evaluated_weights": "best epoch (lowest validation loss)"}
         _write_iterations(iterations.rows, recorder.run_dir / "iteration_loss.csv")
         results[key] = {"network": network, "model": model, "history": history, "seconds": seconds,
@@ -713,6 +763,7 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
                 parts.append(f"accuracy {m['gender_accuracy']:.3f}")
             line += f"; {split_name} " + ", ".join(parts)
         log(line)
+    skipped = merge_skipped(skipped)  # every dataset has been read once: decode failures are in the reports
 
     # figures per network and across networks
     first = results[networks[0]]["datasets"]
@@ -787,6 +838,17 @@ def _validation_image(dataset, index: int):
     raise ValueError(f"heatmap_index {index} is beyond the validation set ({seen} faces)")
 
 
+def _read_iterations(path) -> list[dict]:
+    """The rows :func:`_write_iterations` wrote (empty when the file is absent)."""
+    import csv
+
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{k: (int(v) if k in ("iteration", "epoch") else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(handle)]
+
+
 def _write_iterations(rows: list[dict], path) -> Path:
     from agegender import atomic
 
@@ -854,6 +916,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
                         help="label the data in records and tables; default: detected (generated faces carry a "
                              "marker file, fewer than 90%% of the 23,708 UTKFace files count as a sample)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start a new run; by default rerunning the same command (same data, options and seed) "
+                             "resumes its earlier run: networks already complete are reloaded, an interrupted one "
+                             "continues after its last completed epoch")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow op determinism and fixed seeds: two runs with the same seed on the same "
+                             "device give the same split and losses (slower on a GPU)")
     return parser
 
 
@@ -873,9 +942,14 @@ def main(argv=None) -> int:
         exp = dataclasses.replace(exp, epochs=args.epochs)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
     try:
-        result = run(args.data_dir, exp, networks=networks, out=out, data_kind_override=args.data_kind)
-    except DataError as err:
+        result = run(args.data_dir, exp, networks=networks, out=out, data_kind_override=args.data_kind,
+                     fresh=args.fresh, deterministic=args.deterministic)
+    except DataError as err:  # includes TrainingDiverged
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder the readers did not foresee (permissions, disk full ...)
+        print(f"error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err} — fix: check that "
+              "the path exists, is readable (and the output folder writable) and the disk has space", file=sys.stderr)
         return 2
     print()
     print(format_cells(result["cells"]))

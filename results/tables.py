@@ -20,7 +20,6 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from agegender import atomic
@@ -82,21 +81,28 @@ def reproduced_cells(records: list[dict]) -> pd.DataFrame:
 
 def build_table(published: pd.DataFrame, reproduced: pd.DataFrame) -> pd.DataFrame:
     """Join one paper table's published cells with its reproduced cells (one line per data kind)."""
+    pub_rows = published.to_dict("records")
+    rep_rows = reproduced.to_dict("records")
+    first_pub: dict = {}  # (row, column) -> the catalogue's first line for it (its order is the table's)
+    for i, line in enumerate(pub_rows):
+        first_pub.setdefault((line["row"], line["column"]), i)
+    reps: dict = {}
+    for line in rep_rows:
+        reps.setdefault((line["row"], line["column"]), []).append(line)
+    keys = sorted(set(first_pub) | set(reps),
+                  key=lambda k: (first_pub.get(k, len(pub_rows)), _natural(k[0]), _natural(k[1])))
     lines = []
-    keys = sorted({(r, c) for r, c in zip(published["row"], published["column"])}
-                  | {(r, c) for r, c in zip(reproduced["row"], reproduced["column"])},
-                  key=lambda k: (_order(published, k), _natural(k[0]), _natural(k[1])))
     for row, column in keys:
-        pub = published[(published["row"] == row) & (published["column"] == column)]
-        rep = reproduced[(reproduced["row"] == row) & (reproduced["column"] == column)]
-        unit = pub["unit"].iloc[0] if len(pub) else (rep["unit"].iloc[0] if len(rep) else "")
-        pub_text = pub["value"].iloc[0] if len(pub) else "—"
-        pub_num = pub["value_num"].iloc[0] if len(pub) else float("nan")
-        pub_note = pub["note"].iloc[0] if len(pub) and isinstance(pub["note"].iloc[0], str) else ""
-        if not len(rep):
+        pub = pub_rows[first_pub[(row, column)]] if (row, column) in first_pub else None
+        rep = sorted(reps.get((row, column), []), key=lambda r: _kind_order(r["data"]))
+        unit = pub["unit"] if pub else (rep[0]["unit"] if rep else "")
+        pub_text = pub["value"] if pub else "—"
+        pub_num = pub["value_num"] if pub else float("nan")
+        pub_note = pub["note"] if pub and isinstance(pub["note"], str) else ""
+        if not rep:
             lines.append([row, column, pub_text, "", "", 0, "not yet", pub_note])
             continue
-        for _, r in rep.sort_values("data", key=lambda s: s.map(_kind_order)).iterrows():
+        for r in rep:
             text = _fmt(r["mean"], unit)
             if r["n"] > 1 and math.isfinite(r["std"]):
                 text += f" ± {_fmt(r['std'], unit)}"
@@ -105,12 +111,6 @@ def build_table(published: pd.DataFrame, reproduced: pd.DataFrame) -> pd.DataFra
             lines.append([row, column, pub_text, text, _fmt(delta, unit), int(r["n"]),
                           DATA_LABEL.get(r["data"], r["data"]), notes])
     return pd.DataFrame(lines, columns=COLUMNS)
-
-
-def _order(published: pd.DataFrame, key) -> int:
-    """Published cells keep the catalogue's order; cells only runs report come after."""
-    match = np.flatnonzero((published["row"].to_numpy() == key[0]) & (published["column"].to_numpy() == key[1]))
-    return int(match[0]) if len(match) else len(published)
 
 
 def _kind_order(kind: str) -> int:

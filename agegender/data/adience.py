@@ -67,8 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, empty_frame, normalize_frame
-from agegender.errors import DataError
+from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, empty_frame, normalize_frame, unsafe_path
+from agegender.errors import DataError, reading
 
 __all__ = ["read_adience"]
 
@@ -151,8 +151,12 @@ def read_adience(root, *, remap_stray_ages: bool = False, check_images: bool = T
             if remapped:
                 repaired.append({"file": where, "reason": f"stray age label {age_text!r} remapped to "
                                                           f"{ADIENCE_AGE_GROUPS[age_group]}"})
-            user_folds.setdefault(user_id, set()).add(k)
             rel = f"aligned/{user_id}/landmark_aligned_face.{face_id}.{original_image}"
+            escape = unsafe_path(rel)
+            if escape:
+                skipped.append({"file": where, "reason": f"image path rejected: {escape}"})
+                continue
+            user_folds.setdefault(user_id, set()).add(k)
             rows.append({"path": str(root / rel), "file": rel, "age": np.nan, "age_group": age_group,
                          "gender": gender, "race": MISSING, "group": user_id, "source": "adience", "fold": k,
                          "age_label": age_text})
@@ -187,7 +191,7 @@ def read_adience(root, *, remap_stray_ages: bool = False, check_images: bool = T
 
 def _read_fold_file(path: Path):
     """(line number, fields) for every data line; the header is checked."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    with reading(path, "Adience fold file"), open(path, newline="", encoding="utf-8", errors="replace") as handle:
         head = handle.read(512)
         handle.seek(0)
         if head.lstrip().lower().startswith(("<!doctype html", "<html")):
@@ -247,8 +251,11 @@ def _missing_images(root: Path, frame, notes: list[str]) -> list[str]:
         if user not in listing:
             try:
                 listing[user] = set(os.listdir(aligned / user))
-            except OSError:
+            except OSError as err:
                 listing[user] = set()
+                if not isinstance(err, FileNotFoundError):
+                    notes.append(f"folder {aligned / user} is not readable ({err.strerror or err}): its images "
+                                 "count as absent")
         if name not in listing[user]:
             missing.append(rel)
     missing = list(dict.fromkeys(missing))

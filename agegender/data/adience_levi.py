@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, empty_frame, normalize_frame
-from agegender.errors import DataError
+from agegender.data.samples import ADIENCE_AGE_GROUPS, MISSING, Samples, empty_frame, normalize_frame, unsafe_path
+from agegender.errors import DataError, reading
 
 __all__ = ["read_levi_splits"]
 
@@ -76,7 +76,7 @@ def read_levi_splits(splits_dir, adience_root=None, *, fold: int, task: str) -> 
         rows, skipped, duplicates, missing, notes = [], [], [], [], []
         first_line: dict[str, int] = {}
         files_seen = 0
-        with open(list_file, encoding="utf-8", errors="replace") as handle:
+        with reading(list_file, "Levi & Hassner list"), open(list_file, encoding="utf-8", errors="replace") as handle:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -93,6 +93,10 @@ def read_levi_splits(splits_dir, adience_root=None, *, fold: int, task: str) -> 
                 if not label_text.isdigit() or int(label_text) >= _TASKS[task]:
                     skipped.append({"file": where, "reason": f"{task} label {label_text!r} is not "
                                                              f"0-{_TASKS[task] - 1}"})
+                    continue
+                escape = unsafe_path(rel_line)
+                if escape:
+                    skipped.append({"file": where, "reason": f"image path rejected: {escape}"})
                     continue
                 user_id = rel_line.split("/", 1)[0]
                 if "/" not in rel_line or not user_id:

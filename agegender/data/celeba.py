@@ -44,8 +44,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agegender.data.samples import MISSING, Samples, empty_frame, normalize_frame
-from agegender.errors import DataError
+from agegender.data.samples import MISSING, Samples, empty_frame, normalize_frame, unsafe_path
+from agegender.errors import DataError, reading
 
 __all__ = ["read_celeba"]
 
@@ -116,6 +116,10 @@ def read_celeba(root, *, attributes=("Male", "Young")) -> Samples:
                                                                               f"{first[name]} (dropped)"})
             continue
         first[name] = line_no
+        escape = unsafe_path(name) or ("image name contains a folder" if "/" in name or "\\" in name else None)
+        if escape:
+            skipped.append({"file": where, "reason": f"image path rejected: {escape}"})
+            continue
         rel = f"{image_dir}/{name}"
         part = _PARTITIONS.get(partition.get(name, ""), "")
         no_partition += part == ""
@@ -156,7 +160,7 @@ def _check_not_html(path: Path, text_head: str) -> None:
 
 
 def _read_text(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with reading(path, "CelebA label file"), open(path, encoding="utf-8", errors="replace") as handle:
         text = handle.read()
     _check_not_html(path, text[:4096])
     if not text.strip():
@@ -197,9 +201,11 @@ def _image_listing(root: Path, notes: list[str]) -> tuple[str, set | None]:
     nested = image_dir / _IMAGE_DIR
     if nested.is_dir():
         notes.append(f"images read from the nested {_IMAGE_DIR}/{_IMAGE_DIR}/ (Kaggle layout)")
-        return f"{_IMAGE_DIR}/{_IMAGE_DIR}", set(os.listdir(nested))
+        with reading(nested, "CelebA image folder"):
+            return f"{_IMAGE_DIR}/{_IMAGE_DIR}", set(os.listdir(nested))
     if image_dir.is_dir():
-        return _IMAGE_DIR, set(os.listdir(image_dir))
+        with reading(image_dir, "CelebA image folder"):
+            return _IMAGE_DIR, set(os.listdir(image_dir))
     notes.append(f"images missing: no {_IMAGE_DIR}/ folder in {root}; the aligned JPEGs belong at "
                  f"{image_dir}/000001.jpg ...; labels were read without images (every row is in missing)")
     return _IMAGE_DIR, None

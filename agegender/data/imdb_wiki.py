@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agegender.data.samples import MISSING, Samples, empty_frame, normalize_frame
-from agegender.errors import DataError
+from agegender.data.samples import MISSING, Samples, empty_frame, normalize_frame, unsafe_path
+from agegender.errors import DataError, reading
 
 __all__ = ["read_imdb_wiki"]
 
@@ -101,15 +101,25 @@ def read_imdb_wiki(root, *, which: str = "auto", min_face_score=None, single_fac
         n = len(fields["dob"])
         files_seen += n
         prefix = "" if crop_dir == root else crop_dir.relative_to(root).as_posix() + "/"
-        years = _birth_years(fields["dob"])
-        photo = fields["photo_taken"].astype("float64")
-        gender_raw = fields["gender"].astype("float64")
-        face = fields["face_score"].astype("float64")
-        second = fields["second_face_score"].astype("float64")
-        ids = fields.get("celeb_id")
+        numeric = {}
+        for name in ("dob", "photo_taken", "gender", "face_score", "second_face_score", "celeb_id"):
+            if name in fields:
+                try:
+                    numeric[name] = np.asarray(fields[name], dtype="float64")
+                except (TypeError, ValueError):
+                    raise DataError(f"field '{name}' of '{sub}' is not numeric", path=mat_path,
+                                    fix=_FETCH.format(sub=sub, mat=mat_path)) from None
+        years = _birth_years(numeric["dob"])
+        photo, gender_raw = numeric["photo_taken"], numeric["gender"]
+        face, second = numeric["face_score"], numeric["second_face_score"]
+        ids = numeric.get("celeb_id")
         for i in range(n):
             rel = prefix + fields["full_path"][i]
-            dob, taken = float(fields["dob"][i]), photo[i]
+            escape = unsafe_path(fields["full_path"][i])
+            if escape:
+                skipped.append({"file": rel, "reason": f"image path rejected: {escape}"})
+                continue
+            dob, taken = float(numeric["dob"][i]), photo[i]
             if not math.isfinite(dob):
                 skipped.append({"file": rel, "reason": f"dob is {dob} (no birth date)"})
                 continue
@@ -135,7 +145,7 @@ def read_imdb_wiki(root, *, which: str = "auto", min_face_score=None, single_fac
                 continue
             g = gender_raw[i]
             gender = MISSING if not math.isfinite(g) else (0 if g == 1 else 1 if g == 0 else MISSING)
-            if sub == "imdb" and ids is not None:
+            if sub == "imdb" and ids is not None and math.isfinite(ids[i]):
                 group = str(int(ids[i]))
             else:
                 group = fields["name"][i] or rel
@@ -170,7 +180,7 @@ def _load_struct(path: Path, sub: str) -> dict:
     import scipy.io
 
     fix = _FETCH.format(sub=sub, mat=path)
-    with open(path, "rb") as handle:
+    with reading(path, f"{sub}.mat"), open(path, "rb") as handle:
         head = handle.read(512)
     lowered = head.lstrip().lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<?xml")) or b"<html" in lowered:

@@ -10,6 +10,17 @@ Order of work: check files (a corrupt image is skipped and reported, never silen
 dropped) -> parallel read + decode + resize to ``load_size`` (uint8) -> cache -> shuffle ->
 augment (random crop, flip, small rotation, colour jitter; all stateless and seeded, so an
 epoch is reproducible) or centre crop at evaluation -> scale -> batch -> prefetch.
+
+Hostile files. :func:`check_images` skips, with the file and the reason, what it can see
+without decoding: a missing, unreadable or empty file, an HTML page or any non-image
+signature, a truncated JPEG (no end-of-image marker) or PNG (no ``IEND`` chunk), a header that
+does not parse, and an image over :data:`MAX_PIXELS` (a decompression bomb: decoding it
+would need gigabytes). What TensorFlow decodes itself: grayscale, palette, RGBA, CMYK JPEG,
+16-bit PNG (all become 8-bit RGB), a PNG or WebP named ``.jpg`` (the content decides). A file
+that passes the check but still fails to decode (corrupt data after a valid header) is dropped
+by the pipeline, which then pads the epoch with a blank sample of weight 0, so the declared
+size holds and training goes on; when that happens the pipeline finds the files (one decode
+pass in Python), appends them to ``report`` and prints one warning line.
 """
 
 from __future__ import annotations
@@ -17,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -26,6 +39,7 @@ import pandas as pd
 from agegender.data.samples import Samples
 
 MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF8": "gif", b"BM": "bmp"}
+MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit; an RGB decode of this size takes 268 MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,26 +109,60 @@ def check_images(paths, *, workers: int | None = None) -> CheckedFiles:
 
 def _image_problem(path: str) -> str | None:
     try:
+        if os.path.isdir(path):
+            return "a folder, not an image file"
         size = os.path.getsize(path)
         if size == 0:
             return "empty file (0 bytes)"
         with open(path, "rb") as handle:
             head = handle.read(16)
             kind = next((k for magic, k in MAGIC.items() if head.startswith(magic)), None)
+            if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                kind = "webp"
             if kind is None:
                 snippet = head.lstrip()[:15].lower()
                 return "an HTML page, not an image" if snippet.startswith((b"<!doctype", b"<html")) else \
-                    "not a JPEG/PNG/GIF/BMP image (unknown file signature)"
-            if kind == "jpeg":
+                    "not a JPEG/PNG/GIF/BMP/WebP image (unknown file signature)"
+            if kind in ("jpeg", "png"):
                 handle.seek(max(0, size - 4096))
-                if b"\xff\xd9" not in handle.read():
+                tail = handle.read()
+                if kind == "jpeg" and b"\xff\xd9" not in tail:
                     return "truncated JPEG (no end-of-image marker)"
+                if kind == "png" and b"IEND" not in tail[-64:]:
+                    return "truncated PNG (no IEND chunk)"
+            handle.seek(0)
+            return _header_problem(handle)
     except FileNotFoundError:
         return "file not found"
     except PermissionError:
         return "permission denied"
     except OSError as err:
         return f"unreadable ({err.strerror or err})"
+
+
+def _header_problem(handle) -> str | None:
+    """Parse the image header with Pillow (no pixel decoding): dimensions within :data:`MAX_PIXELS`."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: judged below
+            with Image.open(handle) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as err:
+        import re
+
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        return (f"image too large to decode safely ({count}, limit {MAX_PIXELS:,}): a decompression bomb or a "
+                "broken header")
+    except Exception as err:  # noqa: BLE001 - any parser failure means TensorFlow cannot use the file either
+        return f"image header does not parse ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    if width < 1 or height < 1:
+        return f"image has no pixels ({width}x{height})"
+    if width * height > MAX_PIXELS:
+        return (f"image too large to decode safely ({width}x{height} = {width * height:,} pixels, limit "
+                f"{MAX_PIXELS:,}): a decompression bomb or a broken header")
     return None
 
 
@@ -159,10 +207,14 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
 
     options = tf.data.Options()
     options.deterministic = True
-    ds = tf.data.Dataset.from_tensor_slices((frame["path"].astype(str).to_numpy(), labels, weights))
+    paths = frame["path"].astype(str).to_numpy()
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels, weights))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.ignore_errors(log_warning=True)  # second line of defence: check_images already reported bad files
-    # A known size lets Keras end epochs without an empty extra step, which would skew per-task losses.
+    ds = ds.ignore_errors(log_warning=False)  # second line of defence: check_images already reported bad files
+    # A file that decodes in no way is replaced by a blank sample of weight 0 (found and reported once),
+    # so the size below always holds: a known size lets Keras end epochs without an empty extra step,
+    # which would skew per-task losses, and a short epoch would stop training.
+    ds = ds.concatenate(_padding(ds.element_spec, paths, report)).take(len(frame))
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(frame)))
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
@@ -177,6 +229,49 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     ds = ds.map(lambda im, y, w: (tf.cast(im, tf.float32) * pixel_scale, y, w), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
+
+
+def _padding(spec, paths, report: list | None):
+    """Blank weight-0 samples that stand in for files TensorFlow failed to decode; the first one
+    finds those files (a decode pass over ``paths`` in Python), reports them and warns once."""
+    import tensorflow as tf
+
+    done = []
+
+    def find_undecodable(_):
+        if not done:
+            done.append(True)
+            bad = []
+            for path in paths:
+                try:
+                    data = tf.io.read_file(path)
+                    tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+                except (tf.errors.OpError, ValueError) as err:
+                    message = _tf_message(err)
+                    bad.append({"file": str(path), "reason": f"TensorFlow cannot decode it ({message})"})
+            if report is not None:
+                report.extend(bad)
+            names = "; ".join(f"{b['file']} ({b['reason']})" for b in bad[:3]) + (" ..." if len(bad) > 3 else "")
+            print(f"warning: {len(bad)} image(s) passed the file check but failed to decode; skipped, each replaced "
+                  f"by a blank sample of weight 0: {names}", file=sys.stderr, flush=True)
+        return 0
+
+    def blank(i):
+        token = tf.py_function(find_undecodable, [i], tf.int32)
+        with tf.control_dependencies([token]):
+            return tf.nest.map_structure(lambda s: tf.zeros([d if d is not None else 1 for d in s.shape], s.dtype),
+                                         spec)
+
+    return tf.data.Dataset.range(len(paths)).map(blank)
+
+
+def _tf_message(err) -> str:
+    """The first line of a TensorFlow error without its ``{{function_node ...}}`` and ``[Op:...]`` parts."""
+    import re
+
+    text = str(getattr(err, "message", err)).strip()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
+    return re.sub(r"\s*\[Op:.*$", "", text)[:160] or type(err).__name__
 
 
 def _centre_crop(image, size):

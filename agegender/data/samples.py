@@ -104,3 +104,26 @@ class Samples:
         if task in f.columns:
             return f[task].notna().to_numpy()
         raise KeyError(f"unknown task {task!r}; known: age, gender, race, age_group or a column of the frame")
+
+
+def unsafe_path(rel: str) -> str | None:
+    """Why ``rel``, a path read from a label or split file, must not be joined to the data folder (or None).
+
+    Such a path is only ever used *below* the dataset root: an absolute path (``/etc/passwd``,
+    ``C:\\...``), a ``..`` component or a NUL byte would reach outside it, so the row is
+    skipped with this reason instead.
+    """
+    import re
+    from pathlib import PurePosixPath
+
+    text = str(rel)
+    if not text.strip():
+        return "empty path"
+    if "\x00" in text:
+        return f"path {text!r} contains a NUL byte"
+    posix = text.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix) or text.startswith("~"):
+        return f"absolute path {text!r} (paths must stay inside the data folder)"
+    if ".." in PurePosixPath(posix).parts:
+        return f"path {text!r} leaves the data folder ('..')"
+    return None

@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from agegender import atomic
-from agegender.data.samples import Samples
-from agegender.errors import DataError
+from agegender.data.samples import Samples, unsafe_path
+from agegender.errors import DataError, reading
 
 SPLITS = ("train", "val", "test")
 
@@ -158,8 +158,9 @@ def _read_coral_csv(path: Path) -> pd.DataFrame:
         raise DataError("CORAL split file not found", path=path,
                         fix="pass the folder holding utk_train.csv and utk_test.csv (README: 'CORAL split')")
     try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        with reading(path, "CORAL split file"):
+            table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"not a CSV file ({err.__class__.__name__})", path=path,
                         fix="download the CORAL csv again; it has columns ',file,age'") from None
     if not {"file", "age"} <= set(table.columns):
@@ -171,9 +172,17 @@ def _read_coral_csv(path: Path) -> pd.DataFrame:
 def _coral(frame, rng, *, csv_dir, val_fraction: float = 0.2) -> Split:
     csv_dir = Path(csv_dir)
     by_name = frame.assign(_name=frame["file"].map(lambda f: Path(f).name)).drop_duplicates("_name").set_index("_name")
-    parts, missing = [], {}
+    parts, missing, rejected = [], {}, []
     for name, csv in (("train", "utk_train.csv"), ("test", "utk_test.csv")):
         table = _read_coral_csv(csv_dir / csv)
+        table["file"] = table["file"].astype(str)
+        # a split file names images, never paths: anything with a folder part (../../etc/passwd) is rejected
+        bad = table["file"].map(lambda f: unsafe_path(f) or ("not a plain file name" if "/" in f or "\\" in f
+                                                             else None))
+        for row, reason in bad[bad.notna()].items():
+            rejected.append({"file": f"{csv}:{row + 2}",
+                             "reason": f"entry {table.at[row, 'file']!r} rejected: {reason}"})
+        table = table[bad.isna()].reset_index(drop=True)
         found = table["file"].isin(by_name.index)
         missing[name] = int((~found).sum())
         rows = by_name.loc[table.loc[found, "file"]].reset_index(drop=True)
@@ -186,7 +195,7 @@ def _coral(frame, rng, *, csv_dir, val_fraction: float = 0.2) -> Split:
             rows["split"] = "test"
         parts.append(rows)
     out = pd.concat(parts, ignore_index=True)
-    info = {"csv_dir": str(csv_dir), "csv_rows_without_image": missing}
+    info = {"csv_dir": str(csv_dir), "csv_rows_without_image": missing, "csv_rows_rejected": rejected}
     return Split("coral", out, info)
 
 

@@ -77,7 +77,13 @@ def read_utkface(root, *, layout: str = "auto") -> Samples:
         raise DataError("UTKFace root is not a folder", path=root, fix=f"point it at a folder of {_EXPECTED}")
     root = root.resolve()
 
-    files, notes = _list_files(root)
+    files, notes, unreadable = _list_files(root)
+    if not files and unreadable:
+        where = unreadable[0]["file"].rstrip("/")
+        reason = unreadable[0]["reason"].split("(", 1)[1].split(")", 1)[0]  # "permission denied", ...
+        raise DataError(f"UTKFace folder is not readable ({reason})", path=root if where == "." else root / where,
+                        fix="make it readable for this user (chmod u+rx on the folder), or copy the data somewhere "
+                            "readable")
     if not files:
         raise DataError("no files found in the UTKFace folder", path=root, fix=f"point it at a folder of {_EXPECTED}")
     n_chip = sum(1 for f in files if _is_chip(f))
@@ -91,7 +97,7 @@ def read_utkface(root, *, layout: str = "auto") -> Samples:
             notes.append(f"both layouts found ({n_chip} aligned & cropped names, {n_wild} in-the-wild names): "
                          f"read the {layout} layout; pass layout= to choose the other")
 
-    rows, skipped, repaired = [], [], []
+    rows, skipped, repaired = [], list(unreadable), []
     quiet = True if len(files) <= 10_000 else None  # None: tqdm shows a bar only on a terminal
     for rel in tqdm(files, desc="UTKFace names", unit="file", leave=False, disable=quiet):
         name = rel.rsplit("/", 1)[-1]
@@ -110,10 +116,20 @@ def read_utkface(root, *, layout: str = "auto") -> Samples:
                    skipped=skipped, repaired=repaired, notes=notes)
 
 
-def _list_files(root: Path) -> tuple[list[str], list[str]]:
-    """All files under root as sorted posix paths relative to root; __MACOSX folders are left out."""
-    files, notes = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
+def _list_files(root: Path) -> tuple[list[str], list[str], list[dict]]:
+    """All files under root as sorted posix paths relative to root (__MACOSX folders left out), notes,
+    and ``{file, reason}`` for each folder that could not be listed."""
+    files, notes, unreadable = [], [], []
+
+    def failed(err: OSError) -> None:
+        where = Path(err.filename or root)
+        rel = where.relative_to(root).as_posix() if where != root and where.is_relative_to(root) else "."
+        reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+        unreadable.append({"file": rel + "/", "reason": f"folder not readable ({reason}): its images were not read"})
+        if rel != ".":
+            notes.append(f"folder {rel}/ is not readable ({reason}): its images were not read")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=failed):
         if "__MACOSX" in dirnames:
             dirnames.remove("__MACOSX")
             notes.append(f"ignored the macOS metadata folder {Path(dirpath, '__MACOSX')}")
@@ -125,7 +141,7 @@ def _list_files(root: Path) -> tuple[list[str], list[str]]:
                 continue
             files.append((rel_dir / name).as_posix())
     files.sort()
-    return files, notes
+    return files, notes, unreadable
 
 
 def _is_jpg(name: str) -> bool:
