@@ -58,3 +58,9 @@ bench: install  ## measure the input pipeline against the JPEG decode limit and 
 	$(PY) -m agegender.bench train --model levi_multitask --json results/bench/train_levi_multitask.json
 	$(PY) -m agegender.bench train --model dual_cnn --json results/bench/train_dual_cnn.json
 	$(PY) -m agegender.bench report results/bench/*.json --out results/bench/README.md
+
+TRANSFER_ARGS ?=
+.PHONY: reproduce-utkface-transfer
+reproduce-utkface-transfer: install  ## Dey & Aggarwal: UTKFace multi-head model on VGG19/ResNet50/InceptionV3/Xception/MobileNet/Transformer, Tables 1-3 (DATA_DIR=UTKFace folder; offline: TRANSFER_ARGS="--weights none"; GPU advised)
+	@test -n "$(DATA_DIR)" || { echo "error: set DATA_DIR to the UTKFace folder: make reproduce-utkface-transfer DATA_DIR=~/data/UTKFace"; exit 2; }
+	$(PY) -m reproductions.utkface_xception --data-dir "$(DATA_DIR)" --backbone all $(TRANSFER_ARGS)
