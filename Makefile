@@ -64,3 +64,18 @@ TRANSFER_ARGS ?=
 reproduce-utkface-transfer: install  ## Dey & Aggarwal: UTKFace multi-head model on VGG19/ResNet50/InceptionV3/Xception/MobileNet/Transformer, Tables 1-3 (DATA_DIR=UTKFace folder; offline: TRANSFER_ARGS="--weights none"; GPU advised)
 	@test -n "$(DATA_DIR)" || { echo "error: set DATA_DIR to the UTKFace folder: make reproduce-utkface-transfer DATA_DIR=~/data/UTKFace"; exit 2; }
 	$(PY) -m reproductions.utkface_xception --data-dir "$(DATA_DIR)" --backbone all $(TRANSFER_ARGS)
+
+CORAL_DIR ?=
+CELEBA_DIR ?=
+BACKBONE ?= senet50_128
+BACKBONE_WEIGHTS ?=
+MTL_ARGS ?=
+MTL = $(PY) -m reproductions.mtl_weighted_loss --backbone $(BACKBONE) $(if $(BACKBONE_WEIGHTS),--backbone-weights "$(BACKBONE_WEIGHTS)") $(MTL_ARGS)
+.PHONY: reproduce-mtl
+reproduce-mtl: install  ## Sundriyal: learned loss weights + Early Freeze MTL, Tables 4.1-4.16, 5.1-5.5 (DATA_DIR=UTKFace, CORAL_DIR=folder of utk_train.csv/utk_test.csv, CELEBA_DIR=CelebA; BACKBONE_WEIGHTS=converted VGGFace2 .h5, else ImageNet ResNet-50 substitutes; GPU advised; MTL_ARGS="--smoke" for a 1.5-min check)
+	@test -n "$(DATA_DIR)$(CELEBA_DIR)" || { echo "error: set DATA_DIR=<UTKFace> (and CORAL_DIR=<coral csv folder>) and/or CELEBA_DIR=<CelebA>"; exit 2; }
+	@if [ -n "$(DATA_DIR)" ]; then set -e; U='--dataset utkface --data-dir "$(DATA_DIR)" $(if $(CORAL_DIR),--coral-csv-dir "$(CORAL_DIR)")'; \
+	  eval $(MTL) $$U --method all; eval $(MTL) $$U --method mtl --loss average; eval $(MTL) $$U --method mtl --no-early-freeze; \
+	  for L in 0.001 0.01 1; do eval $(MTL) $$U --method mtl --lambda $$L; done; fi
+	@if [ -n "$(CELEBA_DIR)" ]; then set -e; C='--dataset celeba --data-dir "$(CELEBA_DIR)"'; \
+	  eval $(MTL) $$C --method all; eval $(MTL) $$C --method mtl --loss average; fi

@@ -1,0 +1,614 @@
+"""Sundriyal reproduction (``python -m reproductions.mtl_weighted_loss``): learned loss weights, Early
+Freeze, the face backbones and weight loading by name, the three networks, the table cells, the
+command line, and smoke runs on generated UTKFace / CelebA layouts and on the real CORAL lists."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reproductions.mtl_weighted_loss as sun
+from agegender.errors import DataError
+
+
+def _tiny_backbone(size=16):
+    import keras
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="rescale")(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, name="c1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, x, name="backbone")
+
+
+def _batch(n=32, size=16, seed=0, tasks=("gender", "race", "age")):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (n, size, size, 3)).astype("float32")
+    every = {"gender": rng.integers(0, 2, n).astype("int32"), "race": rng.integers(0, 5, n).astype("int32"),
+             "age": rng.uniform(0, 1, (n, 1)).astype("float32")}
+    return x, {t: every[t] for t in tasks}
+
+
+def _utk_model(lam=0.1, seed=1, loss="weighted", method="mtl"):
+    import keras
+
+    from agegender.models.mtl_head import TASKS, HeadConfig, build_model
+
+    keras.utils.set_random_seed(0)
+    tasks = TASKS["utkface"] if method == "mtl" else {"gender": TASKS["utkface"]["gender"]}
+    return build_model(_tiny_backbone(), tasks, method, loss=loss, lam=lam, seed=seed,
+                       head=HeadConfig(shared_units=(8,), task_units=4))
+
+
+# ---------------------------------------------------------------------------------------------- loss weights
+
+
+def test_weights_stay_a_simplex_and_receive_gradients():
+    import keras
+    import tensorflow as tf
+
+    from agegender.models.loss_weighting import LossWeighting
+
+    layer = LossWeighting(("gender", "race", "age"), lam=0.1, seed=3)
+    w0 = keras.ops.convert_to_numpy(layer.task_weights())
+    assert np.all(w0 > 0) and w0.sum() == pytest.approx(1.0, abs=1e-6)
+    assert len(set(np.round(w0, 4))) == 3  # "set randomly initially"
+    assert [v.name for v in layer.trainable_weights] == ["logits"]
+    losses = tf.constant([0.7, 1.6, 0.05])
+    optimizer = keras.optimizers.SGD(0.5)
+    for _ in range(25):
+        with tf.GradientTape() as tape:
+            total = layer(losses)
+        grads = tape.gradient(total, layer.trainable_weights)
+        assert np.abs(grads[0].numpy()).sum() > 0
+        optimizer.apply_gradients(zip(grads, layer.trainable_weights))
+        w = keras.ops.convert_to_numpy(layer.task_weights())
+        assert np.all(w > 0) and w.sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.argmax(w) == 2 and w[2] > w0[2]  # weight moves to the smallest loss; lambda keeps the others > 0
+    average = LossWeighting(("gender", "age"), mode="average")
+    assert not average.trainable_weights
+    assert keras.ops.convert_to_numpy(average.task_weights()).tolist() == [0.5, 0.5]
+    assert float(average(tf.constant([1.0, 3.0]))) == pytest.approx(2.0)  # plain mean, no penalty
+
+
+def test_lambda_term_is_in_the_loss():
+    import tensorflow as tf
+
+    from agegender.models.loss_weighting import LossWeighting
+
+    losses = tf.constant([0.5, 1.5, 0.2])
+    a = LossWeighting(("gender", "race", "age"), lam=0.0, seed=7)
+    b = LossWeighting(("gender", "race", "age"), lam=0.7, seed=7)
+    w = b.task_weights().numpy()
+    assert float(a(losses)) == pytest.approx(float(np.dot(w, losses.numpy())), rel=1e-6)
+    assert float(b(losses)) - float(a(losses)) == pytest.approx(0.7 * float(np.sum(w ** 2)), rel=1e-5)
+    as_dict = {t: tf.constant(v) for t, v in zip(("age", "gender", "race"), (0.2, 0.5, 1.5))}  # any key order
+    assert float(b(losses)) == pytest.approx(float(b(as_dict)), rel=1e-6)
+
+
+def test_model_loss_is_eq_3_5_weights_are_logged_learned_and_saved(tmp_path):
+    import keras
+
+    from agegender.models.loss_weighting import AdamL2, MultiTaskLossModel
+
+    model = _utk_model(lam=0.3)
+    model.compile(optimizer=AdamL2(0.05, l2=1e-5))
+    x, y = _batch()
+    logs = model.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
+    p = model.predict(x, verbose=0)
+    w = model.loss_weights()
+    ce = {t: float(np.mean(-np.log(p[t][np.arange(32), y[t]]))) for t in ("gender", "race")}
+    half_mse = float(np.mean(0.5 * (y["age"] - p["age"]) ** 2))  # Eq. 3.2
+    for task, value in {**ce, "age": half_mse}.items():
+        assert logs[f"{task}_loss"] == pytest.approx(value, rel=1e-4)
+    expected = sum(w[t] * logs[f"{t}_loss"] for t in w) + 0.3 * sum(v * v for v in w.values())
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    assert logs["loss_weight_penalty"] == pytest.approx(0.3 * sum(v * v for v in w.values()), rel=1e-5)
+    before = dict(w)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+    for task in w:
+        assert len(history[f"loss_weight_{task}"]) == 2
+    assert sum(history[f"loss_weight_{t}"][-1] for t in w) == pytest.approx(1.0, abs=1e-5)
+    after = model.loss_weights()
+    assert max(abs(after[t] - before[t]) for t in w) > 1e-4  # the weights learn
+    assert "logits" in [v.name for v in model.trainable_weights]
+    # registered and serializable: a saved model comes back with its weights, lambda and optimizer
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(again, MultiTaskLossModel) and again.weighting.lam == pytest.approx(0.3)
+    assert again.loss_weights() == pytest.approx(after)
+    assert np.allclose(again.predict(x, verbose=0)["age"], model.predict(x, verbose=0)["age"], atol=1e-6)
+    assert again.optimizer.l2 == pytest.approx(1e-5)
+    keras.backend.clear_session()
+
+
+def test_adam_l2_is_pytorch_weight_decay():
+    import keras
+
+    from agegender.models.loss_weighting import AdamL2
+
+    theta = np.array([1.0, -2.0, 0.5], dtype="float32")
+    grad = np.array([0.1, 0.2, -0.3], dtype="float32")
+    ours, ref = keras.Variable(theta), keras.Variable(theta)
+    AdamL2(0.01, l2=0.5).apply_gradients([(keras.ops.convert_to_tensor(grad), ours)])
+    keras.optimizers.Adam(0.01).apply_gradients([(keras.ops.convert_to_tensor(grad + 0.5 * theta), ref)])
+    assert np.allclose(ours.numpy(), ref.numpy(), atol=1e-7)
+    with pytest.raises(ValueError):
+        AdamL2(0.01, weight_decay=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- Early Freeze
+
+
+def _scripted_fit(mode, script, epochs, patience=3):
+    import keras
+    import tensorflow as tf
+
+    from agegender.models.early_freeze import EarlyFreeze
+    from agegender.models.loss_weighting import AdamL2
+    from agegender.models.mtl_head import layer_groups
+
+    model = _utk_model()
+    model.compile(optimizer=AdamL2(1e-2))
+    x, y = _batch()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+
+    class Script(keras.callbacks.Callback):  # replaces the validation losses by the scripted ones
+        def on_epoch_end(self, epoch, logs=None):
+            for task, values in script.items():
+                logs[f"val_{task}_loss"] = values[epoch]
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            net = self.model.network
+            self.weights[epoch + 1] = {l.name: [np.array(v) for v in l.get_weights()] for l in net.layers if l.weights}
+
+    groups = layer_groups(model.network, ("gender", "race", "age"))
+    freezer = EarlyFreeze(groups["tasks"], groups["backbone"] + groups["shared"], patience=patience, mode=mode)
+    before, after = Probe(), Probe()
+    model.fit(ds, validation_data=ds, epochs=epochs, callbacks=[Script(), before, freezer, after], verbose=0,
+              shuffle=False)
+    return model, groups, freezer, before.weights, after.weights
+
+
+def _same(a, b, names):
+    return all(np.array_equal(x, y) for n in names if n in a for x, y in zip(a[n], b[n]))
+
+
+def _changed(a, b, names):
+    return any(not np.array_equal(x, y) for n in names if n in a for x, y in zip(a[n], b[n]))
+
+
+SCRIPT = {"gender": [5, 4, 3, 3.5, 3.6, 3.7, 3, 3, 3, 3, 3, 3, 3],
+          "race": [5, 4, 3, 2, 2.5, 2.6, 2.7, 2.8, 2, 2, 2, 2, 2],
+          "age": [5, 4, 3, 2, 1, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1]}
+
+
+def test_early_freeze_follows_algorithm_1_on_scripted_losses():
+    model, groups, freezer, before, after = _scripted_fit("freeze", SCRIPT, epochs=12)
+    shared = groups["backbone"] + groups["shared"]
+    task = groups["tasks"]
+    # gender: best at epoch 3, patience 3 -> converges at epoch 6; first convergence -> whole network restored
+    first = freezer.events[0]
+    assert (first["task"], first["epoch"], first["best_epoch"], first["restore"]) == ("gender", 6, 3, "model")
+    assert sorted(first["frozen"]) == sorted(shared + task["gender"])
+    for name in shared + task["gender"]:
+        assert not model.network.get_layer(name).trainable, name
+    every = [n for names in [shared, *task.values()] for n in names]
+    assert _same(after[6], before[3], every)  # restored: the state of epoch 3, every layer
+    assert _changed(before[6], before[3], every)
+    # epochs 7-11: backbone, shared and gender layers frozen; race and age keep training
+    assert _same(before[11], after[6], shared + task["gender"])
+    assert _changed(before[11], after[6], task["race"]) and _changed(before[11], after[6], task["age"])
+    # race: counters were reset to epoch 3 (val 3); new minima 2.7 (7), 2 (9); converges at 12; only its layers
+    second = freezer.events[1]
+    assert (second["task"], second["epoch"], second["best_epoch"], second["restore"]) == ("race", 12, 9, "task")
+    assert sorted(second["frozen"]) == sorted(task["race"])
+    assert _same(after[12], before[9], task["race"])
+    assert _same(after[12], before[12], task["age"])  # the still-training age layers are not reverted
+    assert all(model.network.get_layer(n).trainable for n in task["age"])
+    assert np.asarray(model.task_gate).tolist() == [0.0, 0.0, 1.0]  # converged losses no longer reach the network
+    # the epoch limit came before age converged: its own layers go back to its best epoch (10)
+    assert freezer.events[-1]["task"] == "age" and freezer.events[-1]["best_epoch"] == 10
+    final = {l.name: l.get_weights() for l in model.network.layers if l.weights}
+    assert _same(final, before[10], task["age"])
+    assert [e["epoch"] for e in freezer.epochs] == list(range(1, 13))
+    assert freezer.epochs[5]["trainable_params"] < freezer.epochs[4]["trainable_params"]
+
+
+def test_early_freeze_stops_when_every_task_converged():
+    """Driven without fit: the callback alone on scripted epoch logs (no training needed)."""
+    from agegender.models.early_freeze import EarlyFreeze
+    from agegender.models.loss_weighting import AdamL2
+    from agegender.models.mtl_head import layer_groups
+
+    model = _utk_model()
+    model.compile(optimizer=AdamL2(1e-3))
+    groups = layer_groups(model.network, ("gender", "race", "age"))
+    freezer = EarlyFreeze(groups["tasks"], groups["backbone"] + groups["shared"], patience=2)
+    freezer.set_model(model)
+    freezer.on_train_begin()
+    script = {"gender": [3, 4, 4, 4, 4, 4], "race": [3, 2, 3, 3, 3, 3], "age": [3, 2, 1, 2, 2, 2]}
+    for epoch in range(6):
+        assert not model.stop_training
+        freezer.on_epoch_end(epoch, {f"val_{t}_loss": v[epoch] for t, v in script.items()})
+    # gender at 3 (best 1; the others reset to epoch 1); race at 5 (no new minimum below 3); age at 6
+    assert [(e["task"], e["epoch"], e["best_epoch"], e["restore"]) for e in freezer.events] == [
+        ("gender", 3, 1, "model"), ("race", 5, 1, "task"), ("age", 6, 4, "task")]
+    assert model.stop_training
+    assert [v.name for v in model.trainable_weights] == ["logits"]  # only the loss weights are left
+    with pytest.raises(KeyError, match="val_race_loss"):
+        freezer.on_epoch_end(6, {"val_gender_loss": 1.0})
+
+
+def test_early_stopping_of_converged_task_keeps_training_the_shared_layers():
+    script = {"gender": [1, 2, 2, 2, 2], "race": [5, 4, 3, 2, 1], "age": [5, 4, 3, 2, 1]}
+    model, groups, freezer, before, after = _scripted_fit("stop", script, epochs=5)
+    shared = groups["backbone"] + groups["shared"]
+    event = freezer.events[0]
+    assert (event["task"], event["epoch"], event["restore"]) == ("gender", 4, None)
+    assert sorted(event["frozen"]) == sorted(groups["tasks"]["gender"])
+    assert _same(after[4], before[4], shared + groups["tasks"]["gender"])  # nothing restored
+    assert _changed(before[5], after[4], shared)  # shared layers keep learning for race and age
+    assert _same(before[5], after[4], groups["tasks"]["gender"])
+    assert all(model.network.get_layer(n).trainable for n in shared)
+
+
+# ---------------------------------------------------------------------------------------------- backbones
+
+
+def test_weights_load_by_name_from_h5_reproduce_the_outputs(tmp_path):
+    import keras
+
+    from agegender.models.face_resnets import build_vggface2_resnet, load_weights_by_name, save_weights_by_name
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    keras.utils.set_random_seed(1)
+    source = build_vggface2_resnet((32, 32, 3), se=True, embedding_dim=128)
+    assert source.output.shape[-1] == 128
+    assert source.get_layer("conv2_1_1x1_down").use_bias and not source.get_layer("conv2_1_1x1_reduce").use_bias
+    expected = np.asarray(source(x, training=False))
+    source.save(tmp_path / "senet.h5")  # Keras's own legacy HDF5 writer (model_weights/<layer>/...)
+    save_weights_by_name(source, tmp_path / "senet_k2.h5")  # Keras 2 weights layout
+    keras3_file = tmp_path / "tiny.weights.h5"
+    _tiny_backbone().save_weights(keras3_file)
+    keras.utils.set_random_seed(2)
+    target = build_vggface2_resnet((32, 32, 3), se=True, embedding_dim=128)
+    assert not np.allclose(np.asarray(target(x, training=False)), expected, atol=1e-3)
+    for name in ("senet.h5", "senet_k2.h5"):
+        report = load_weights_by_name(target, tmp_path / name)
+        assert len(report["loaded"]) == len([l for l in target.layers if l.weights]) and not report["unused_in_file"]
+        assert np.allclose(np.asarray(target(x, training=False)), expected, atol=1e-5)
+        target.get_layer("feat_extract").set_weights([np.zeros((1, 1, 2048, 128), "float32")])
+    with pytest.raises(DataError, match="by position"):
+        load_weights_by_name(target, keras3_file)
+    without = _drop_layer(tmp_path / "senet_k2.h5", "feat_extract")  # as a senet50_ft file: no 128-D layer
+    with pytest.raises(DataError, match="not in the file"):
+        load_weights_by_name(target, without)
+    report = load_weights_by_name(target, without, optional=("feat_extract",))
+    assert report["missing_optional"] == ["feat_extract"]
+    with pytest.raises(DataError, match="not found"):
+        load_weights_by_name(target, tmp_path / "absent.h5")
+    keras.backend.clear_session()
+
+
+def _drop_layer(path, layer):
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        del f[layer]
+        f.attrs["layer_names"] = np.array([n for n in f.attrs["layer_names"] if n.decode() != layer])
+    return path
+
+
+def test_backbone_registry_fails_loudly_and_labels_substitutions():
+    from agegender.models.face_resnets import BACKBONES, choose_backbone, get_backbone
+
+    assert {"resnet50", "senet50_128", "resnet50_imagenet"} <= set(BACKBONES)
+    with pytest.raises(ValueError, match="not built here"):
+        get_backbone("lightcnn")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        get_backbone("vgg16")
+    sub = choose_backbone("senet50_128")
+    assert sub.substituted and sub.used == "resnet50_imagenet" and "SE-ResNet-50-128D" in sub.note
+    assert "substituted" in sub.note
+    real = choose_backbone("resnet50", "/x/resnet50_ft.h5")
+    assert not real.substituted and real.used == "resnet50"
+    assert choose_backbone("resnet50", "none").weights is None and "random" in choose_backbone("resnet50", "none").note
+    assert choose_backbone("senet50_128", smoke=True).used == "smoke_cnn"
+    assert BACKBONES["resnet50"].input_size == 200  # Sec. 3.1
+    assert (BACKBONES["resnet50"].feature_dim, BACKBONES["senet50_128"].feature_dim) == (2048, 128)  # Table 4.5
+
+
+def test_missing_substitute_weights_fail_before_training(tmp_path):
+    from agegender.models.face_resnets import choose_backbone
+
+    choice = choose_backbone("senet50_128", substitute_weights=str(tmp_path / "absent_notop.h5"))
+    assert choice.used == "resnet50_imagenet" and choice.substituted
+    with pytest.raises(DataError, match="not found"):
+        sun.check_backbone(choice)
+    sun.check_backbone(choose_backbone("senet50_128", "none"))  # random weights: nothing to fetch
+
+
+# ---------------------------------------------------------------------------------------------- networks
+
+
+def test_three_networks_have_the_thesis_layers():
+    import keras
+
+    from agegender.models.mtl_head import TASKS, build_network, layer_groups
+
+    tasks = TASKS["utkface"]
+    mtl = build_network(_tiny_backbone(), tasks, "mtl")
+    kinds = [(l.name, type(l).__name__) for l in mtl.layers]
+    names = [n for n, _ in kinds]
+    assert names.index("shared_fc1") < names.index("shared_act1") < names.index("shared_bn1")  # FC, LeakyReLU, BN
+    for task in tasks:
+        order = [names.index(f"{task}_fc"), names.index(f"{task}_dropout"), names.index(f"{task}_act"),
+                 names.index(task)]
+        assert order == sorted(order)  # FC, Dropout, LeakyReLU, output
+    assert mtl.get_layer("shared_act1").negative_slope == pytest.approx(0.01)
+    assert mtl.get_layer("age_fc").units == 128 and mtl.get_layer("gender_dropout").rate == 0.5
+    assert {n: tuple(mtl.get_layer(n).output.shape) for n in tasks} == {"gender": (None, 2), "race": (None, 5),
+                                                                        "age": (None, 1)}
+    groups = layer_groups(mtl, tuple(tasks))
+    assert groups["backbone"] == ["backbone"] and groups["shared"][0] == "shared_fc1"
+    baseline = build_network(_tiny_backbone(), {"race": tasks["race"]}, "baseline")
+    assert [l.name for l in baseline.layers if l.weights] == ["backbone", "race"]
+    single = build_network(_tiny_backbone(), {"age": TASKS["celeba"]["age"]}, "single")
+    assert single.output_names == ["age"] and single.get_layer("age").units == 2  # "128x2"
+    with pytest.raises(ValueError):
+        build_network(_tiny_backbone(), tasks, "single")
+    keras.backend.clear_session()
+
+
+# ---------------------------------------------------------------------------------------------- cells
+
+
+def _fake_result(method, dataset, tasks, converged=None):
+    test = {}
+    for task in tasks:
+        if dataset == "utkface" and task == "age":
+            test[task] = {"mae_years": 5.0}
+        else:
+            test[task] = {"accuracy": 0.9, "per_class_accuracy": [0.95, 0.6], "confusion_matrix": [[19, 1], [4, 6]]}
+    return {"method": method, "metrics": {"test": test},
+            "early_freeze": {"converged": converged or {t: {"epoch": 14, "best_epoch": 11} for t in tasks}}}
+
+
+def test_cells_line_up_with_the_published_catalogue():
+    from results.catalogue import load_published
+
+    pub = load_published("sundriyal")
+    published = set(zip(pub["table"], pub["row"], pub["column"]))
+    cells = []
+    for dataset, backbone, tasks in (("utkface", "senet50_128", ("gender", "race", "age")),
+                                     ("celeba", "resnet50_imagenet", ("gender", "age")),
+                                     ("celeba", "senet50_128", ("gender", "age"))):
+        exp = dataclasses.replace(sun.SundriyalExperiment(), dataset=dataset, backbone=backbone)
+        for method in ("baseline", "single"):
+            for task in tasks:
+                cells += sun.model_cells(exp, _fake_result(method, dataset, (task,)), "n")
+        cells += sun.model_cells(exp, _fake_result("mtl", dataset, tasks), "n")
+        for variant in (dict(loss="average"), dict(early_freeze=False), dict(lam=0.001), dict(lam=0.01), dict(lam=1.0)):
+            cells += sun.model_cells(dataclasses.replace(exp, **variant), _fake_result("mtl", dataset, tasks), "n")
+    keys = {(c["table"], c["row"], c["column"]) for c in cells}
+    expected = {(t, r, c) for t, r, c in published
+                if t in {"Table 4.9", "Table 4.10", "Table 4.14", "Table 4.15", "Table 5.1", "Table 5.2", "Table 5.3",
+                         "Table 5.4", "Table 5.5", "Section 5.2", "Section 5.3"}
+                or (t == "Table 4.16" and r.startswith("Ours"))}
+    expected -= {(t, r, c) for t, r, c in published if t == "Table 4.9"}  # no UTKFace ResNet-50 run above
+    assert expected <= keys, sorted(expected - keys)
+    assert ("Figure 5.3", "true Old", "predicted Young") in keys and ("Figure 5.4", "true Young", "predicted Old") in keys
+    celeba_se = dataclasses.replace(sun.SundriyalExperiment(), dataset="celeba")
+    rows = {c["row"] for c in sun.model_cells(celeba_se, _fake_result("single", "celeba", ("age",)), "n")
+            if c["table"] == "Section 5.3"}
+    assert rows == {"Single Task Neural Network (SE-ResNet-50-128D)"}  # Section 5.3's figures are ResNet-50's
+
+
+def test_ablations_get_their_own_rows():
+    exp = sun.SundriyalExperiment()
+    lam = sun.model_cells(dataclasses.replace(exp, lam=0.01), _fake_result("mtl", "utkface", ("gender", "race", "age")),
+                          "n")
+    tables = {(c["table"], c["row"]) for c in lam}
+    assert ("Table 5.5", "0.01") in tables and ("Table 4.10", "Proposed Multi-Task Learning Network") not in tables
+    assert ("Table 4.10", "Proposed Multi-Task Learning Network (weighted-ef-l0.01)") in tables
+    stop = sun.model_cells(dataclasses.replace(exp, early_freeze=False),
+                           _fake_result("mtl", "utkface", ("gender", "race", "age"),
+                                        converged={"gender": {"epoch": 14}, "race": {"epoch": 12}}), "n")
+    by_key = {(c["table"], c["row"], c["column"]): c["value"] for c in stop}
+    assert by_key[("Table 5.4", "Early stopping of converged task", "Age MAE")] == 5.0
+    assert by_key[("Section 5.2", "without Early Freeze", "gender and race converge at")] == 14
+    assert ("Section 5.2", "without Early Freeze", "age converges at") not in by_key
+    assert not any(c["table"] == "Table 5.5" for c in stop)
+    resnet = sun.model_cells(dataclasses.replace(exp, backbone="resnet50", loss="average"),
+                             _fake_result("mtl", "utkface", ("gender", "race", "age")), "n")
+    assert ("Table 5.3", "Average Loss (ResNet-50)") in {(c["table"], c["row"]) for c in resnet}
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sun.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--dataset", "--data-dir", "--coral-csv-dir", "--backbone", "--backbone-weights", "--method",
+                   "--loss", "--early-freeze", "--no-early-freeze", "--lambda", "--smoke", "--out", "--seed",
+                   "--epochs", "--imagenet-weights", "--data-kind"):
+        assert option in text, option
+    assert "Raschka-research-group" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("argv", [["--dataset", "utkface", "--data-dir", "x", "--backbone", "lightcnn"],
+                                  ["--dataset", "utkface", "--data-dir", "x", "--method", "dual"],
+                                  ["--dataset", "celeba", "--data-dir", "x", "--coral-csv-dir", "y"],
+                                  ["--dataset", "imdb", "--data-dir", "x"]])
+def test_bad_options_are_usage_errors(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        sun.main(argv)
+    assert exit_info.value.code == 2
+
+
+def test_missing_data_is_one_error_line(tmp_path, capsys):
+    assert sun.main(["--dataset", "utkface", "--data-dir", str(tmp_path / "nowhere"), "--smoke",
+                     "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nowhere" in err and "\n" not in err
+    assert sun.main(["--dataset", "celeba", "--data-dir", str(tmp_path), "--smoke", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_smoke_mode_is_a_replace_of_the_thesis_settings():
+    exp = sun.SundriyalExperiment()
+    assert (exp.learning_rate, exp.weight_decay, exp.lam, exp.lr_factor, exp.age_scale) == (3e-5, 1e-5, 0.1, 0.1, 40.0)
+    small = sun.smoke(exp)
+    assert small.smoke and small.epochs == 2 and small.learning_rate == exp.learning_rate
+    assert dataclasses.replace(small, smoke=False, epochs=exp.epochs, input_size=None, batch_size=64, max_images=None,
+                               patience=5, lr_patience=2) == exp
+
+
+# ---------------------------------------------------------------------------------------------- smoke runs
+
+
+@pytest.fixture(scope="module")
+def utk_faces(tmp_path_factory):
+    from agegender.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("utk")
+    synthesize("utkface", root, 260, seed=0, size=32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def celeba_faces(tmp_path_factory):
+    from agegender.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("celeba")
+    synthesize("celeba", root, 240, seed=0, size=32)
+    return root
+
+
+def _table(out, stem):
+    return pd.read_csv(out / "tables" / f"sundriyal__{stem}.csv", dtype={"row": str, "column": str})
+
+
+def _reproduced(table, row, column, label="generated faces"):
+    line = table[(table["row"] == row) & (table["column"] == column) & (table["data"] == label)]
+    assert len(line) == 1, (row, column)
+    return float(str(line["reproduced"].iloc[0]).split(" ± ")[0].replace(",", ""))  # mean ± std over runs
+
+
+@pytest.mark.slow
+def test_smoke_cli_on_generated_utkface(utk_faces, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert sun.main(["--dataset", "utkface", "--data-dir", str(utk_faces), "--method", "mtl", "--smoke",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 4.10" in printed and "98.47" in printed and "[sundriyal] figures:" in printed
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs" / "mtl_weighted_loss").glob("*/*/record.json"))]
+    assert [r["experiment"] for r in records] == ["utkface-protocol-smoke",
+                                                  "utkface-senet50_128-smoke-mtl-weighted-ef-l0.1"]
+    for record in records:
+        assert record["status"] == "complete" and record["data"]["kind"] == "generated"
+        assert record["config"]["backbone"]["substituted"] and record["config"]["backbone"]["used"] == "smoke_cnn"
+    mtl = records[1]
+    assert [h["epoch"] for h in mtl["history"]] == [1, 2]
+    assert all(sum(h[f"loss_weight_{t}"] for t in ("gender", "race", "age")) == pytest.approx(1, abs=1e-5)
+               for h in mtl["history"])
+    assert mtl["early_freeze"]["mode"] == "freeze" and mtl["metrics"]["training"]["weighting"] == "learned"
+    assert (out / "runs" / "mtl_weighted_loss" / "utkface-protocol-smoke").glob("*/coral_like_lists/utk_train.csv")
+    t410 = _table(out, "table-4-10")
+    for column in ("Gender Accuracy", "Race Accuracy", "Age MAE"):
+        assert np.isfinite(_reproduced(t410, "Proposed Multi-Task Learning Network", column))
+    notes = t410.loc[t410["data"] == "generated faces", "notes"]
+    assert notes.str.contains("backbone substituted").all() and notes.str.contains("CORAL-like").all()
+    assert np.isfinite(_reproduced(_table(out, "table-5-4"), "Proposed Early Freeze Method", "Age MAE"))
+    assert np.isfinite(_reproduced(_table(out, "table-5-3"), "Proposed weighted Loss", "Gender Accuracy"))
+    assert np.isfinite(_reproduced(_table(out, "table-4-16"), "Ours (MTL+SEResnet)", "Age MAE (in years)"))
+    assert np.isfinite(_reproduced(_table(out, "table-5-5"), "0.1", "Race Accuracy"))
+    t41 = _table(out, "table-4-1")
+    assert sum(_reproduced(t41, r, "Total Persons") for r in sun.RACE_ROWS) == 260  # every face read
+    counts = records[0]["data"]["split_counts"]
+    t43 = _table(out, "table-4-3")
+    assert _reproduced(t43, "Validation", "Number of examples") == counts["val"] == math.ceil(
+        0.2 * (counts["train"] + counts["val"]))
+    for name in ("fig4_1_age_distribution", "fig5_1_loss_vs_epoch_early_freeze"):
+        assert name in mtl["figures"]
+    assert any(k.startswith("loss_weights_") for k in mtl["figures"])
+
+
+def test_figures_5_1_and_5_2_side_by_side_from_the_other_record(tmp_path):
+    exp = sun.smoke(sun.SundriyalExperiment())
+    other = dataclasses.replace(exp, early_freeze=False)
+    folder = tmp_path / "runs" / "mtl_weighted_loss" / sun.experiment_name(other, "mtl") / "r1"
+    folder.mkdir(parents=True)
+    history = [{"epoch": e, **{f"{k}{t}_loss": 1.0 / e for t in ("gender", "race", "age") for k in ("", "val_")}}
+               for e in (1, 2, 3)]
+    folder.joinpath("record.json").write_text(json.dumps(
+        {"status": "complete", "seed": exp.seed, "history": history,
+         "early_freeze": {"events": [{"epoch": 2, "task": "gender"}]}}))
+    found = sun._other_variant(tmp_path / "runs", exp, sun.experiment_name(other, "mtl"))
+    assert found is not None and found["history"] == history
+    assert sun._other_variant(tmp_path / "runs", dataclasses.replace(exp, seed=9),
+                              sun.experiment_name(other, "mtl")) is None
+    pair = {"Early Freeze": (history, []), "early stopping": (found["history"], found["early_freeze"]["events"])}
+    path = sun.plot_freeze_comparison(pair, ("gender", "race", "age"), tmp_path / "cmp.png")
+    assert path.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_smoke_run_on_generated_celeba_every_method(celeba_faces, tmp_path):
+    exp = dataclasses.replace(sun.smoke(sun.SundriyalExperiment(dataset="celeba", backbone="resnet50")), epochs=1,
+                              max_images=120)
+    result = sun.run(celeba_faces, exp, out=tmp_path, verbose=0, log=lambda *a: None)
+    assert len(result["results"]) == 5  # baseline x2, single x2, mtl
+    assert sum(result["counts"].values()) == 240 and sum(result["counts_used"].values()) < 240
+    t414 = _table(tmp_path, "table-4-14")
+    for row in sun.ROW.values():
+        for column in ("Gender Accuracy", "Age Accuracy"):
+            assert 0 <= _reproduced(t414, row, column) <= 100
+    s53 = _table(tmp_path, "section-5-3")
+    young = _reproduced(s53, "Single Task Neural Network", "Young accuracy")
+    assert 0 <= young <= 100
+    f54 = _table(tmp_path, "figure-5-4")
+    total = sum(_reproduced(f54, f"true {a}", f"predicted {b}") for a in ("Young", "Old") for b in ("Young", "Old"))
+    assert total == result["counts_used"]["test"]
+    t42 = _table(tmp_path, "table-4-2")
+    assert _reproduced(t42, "Gender", "Male Count") + _reproduced(t42, "Gender", "Female Count") == result["counts"]["train"]
+    assert _reproduced(_table(tmp_path, "table-4-4"), "Validation", "Number of examples") == result["counts"]["val"]
+    assert _reproduced(_table(tmp_path, "table-5-2"), "Proposed weighted Loss", "Age Accuracy") >= 0
+    assert set(result["figures"]) >= {"fig5_3_confusion_single", "fig5_4_confusion_mtl", "fig5_1_loss_vs_epoch_early_freeze"}
+
+
+@pytest.mark.slow
+def test_coral_csv_split_on_the_real_sample(utkface_sample, coral_dir, tmp_path):
+    exp = dataclasses.replace(sun.smoke(sun.SundriyalExperiment()), method="mtl", epochs=1, max_images=120)
+    data = sun.load_data(utkface_sample, exp, coral_csv_dir=coral_dir, work_dir=tmp_path)
+    train = pd.read_csv(coral_dir / "utk_train.csv")
+    test = pd.read_csv(coral_dir / "utk_test.csv")
+    names = set(data["samples"].frame["file"].map(lambda f: f.split("/")[-1]))
+    n_train, n_test = int(train["file"].isin(names).sum()), int(test["file"].isin(names).sum())
+    counts = data["full_counts"]
+    assert counts["test"] == n_test and counts["train"] + counts["val"] == n_train
+    assert counts["val"] == math.ceil(0.2 * n_train)  # 80:20, as 13,147 -> 10,517 / 2,630
+    assert data["info"]["label_age_mismatches"] == 0  # CORAL label = age - 21
+    frame = data["split"].frame
+    assert frame["age"].between(21, 60).all()
+    result = sun.run(utkface_sample, exp, coral_csv_dir=coral_dir, out=tmp_path / "out", verbose=0,
+                     log=lambda *a: None)
+    assert result["kind"] == "sample" and result["counts"] == counts
+    t43 = _table(tmp_path / "out", "table-4-3")
+    assert _reproduced(t43, "Test", "Number of examples", "real sample") == n_test
+    notes = t43.loc[t43["data"] == "real sample", "notes"]
+    assert not notes.str.contains("CORAL-like").any()
