@@ -37,7 +37,7 @@ from agegender.data.samples import ADIENCE_AGE_GROUPS, GENDERS, RACES
 from agegender.errors import DataError
 
 __all__ = [
-    "ROLES", "FaceCrop", "Head", "Preprocessing", "FACE_PRESETS", "centre_crop", "decode_heads",
+    "ROLES", "FaceCrop", "Head", "Preprocessing", "FACE_PRESETS", "centre_crop", "decode_heads", "face_preset",
     "from_record", "preprocess_faces", "resize_uint8", "scale_pixels", "to_model_input", "tta_views",
 ]
 
@@ -283,6 +283,15 @@ class Preprocessing:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def face_preset(data_kind: str, dataset: str) -> FaceCrop:
+    """The face crop a model trained on ``dataset`` saw: generated faces have their own geometry."""
+    if data_kind == "generated":
+        return FACE_PRESETS["synth"]
+    if dataset not in FACE_PRESETS:
+        raise ValueError(f"no face-crop preset for dataset {dataset!r}; known: {', '.join(sorted(FACE_PRESETS))}")
+    return FACE_PRESETS[dataset]
 
 
 def from_record(record: Mapping[str, Any] | None, record_path=None) -> Preprocessing:

@@ -7,7 +7,9 @@ A run folder ``<out>/<reproduction>/<experiment>/<run_id>/`` holds
   ``real`` / ``sample`` / ``generated``, or ``none`` for figures read off a model build such as
   parameter counts; dataset, root, counts), and ``cells``: the paper-table
   cells this run reproduces (``{paper, table, row, column, value, unit}``), which is all the
-  table generator reads;
+  table generator reads; ``preprocessing``: how a face becomes the model's input and its outputs
+  become labels (:class:`agegender.preprocess.Preprocessing`), which ``python -m agegender
+  predict`` and ``export`` need;
 - ``split.csv``: the split manifest (file, split, labels);
 - ``history.csv``: the per-epoch history, rewritten at each epoch end;
 - ``model.keras``: the best model (written by the trainer's checkpoint);
@@ -106,7 +108,7 @@ class RunRecorder:
 
     def __init__(self, reproduction: str, experiment: str, *, config: dict, seed: int, data: dict,
                  paper: str | None = None, out: str | Path | None = None, run_id: str | None = None,
-                 resume: bool = False, new_run_id: str | None = None):
+                 resume: bool = False, new_run_id: str | None = None, preprocessing=None):
         if data.get("kind") not in DATA_KINDS:
             raise ValueError(f"data['kind'] must be one of {DATA_KINDS}, got {data.get('kind')!r}")
         self.started = time.time()
@@ -127,8 +129,13 @@ class RunRecorder:
         #: True when an earlier record of the same command was picked up (``resume=True``)
         self.resumed = bool(earlier and earlier.get("fingerprint") == self.fingerprint
                             and earlier.get("status") in RESUMABLE)
+        if preprocessing is not None and hasattr(preprocessing, "to_dict"):
+            preprocessing = preprocessing.to_dict()  # an agegender.preprocess.Preprocessing
         if self.resumed:
             self.record = earlier
+            if preprocessing is not None and not earlier.get("preprocessing"):
+                self.record["preprocessing"] = preprocessing
+                self.save()
             self._active_before = float(earlier.get("active_s") or 0.0)
             self._clock = earlier["status"] == "running"  # a complete run's times stay as they were
             if self._clock:
@@ -155,6 +162,7 @@ class RunRecorder:
             "device": device_facts(),
             "started_utc": stamp,
             "resumed_from_epoch": None,
+            "preprocessing": preprocessing,
             "history": [],
             "metrics": {},
             "cells": [],

@@ -503,6 +503,15 @@ def deviations(exp: Experiment, protocol: str) -> list[str]:
     return notes
 
 
+def preprocessing(exp: Experiment, data_kind: str):
+    """How ``python -m agegender predict`` feeds a face to this model: 0-255 pixels, centre crop of ``load_size``."""
+    from agegender.preprocess import Head, Preprocessing, face_preset
+
+    heads = {"gender": Head.gender_sigmoid(), "age": Head.adience_groups()}  # TARGET_KINDS
+    return Preprocessing(input_size=exp.image_size, load_size=exp.load_size, pixel_scale=1.0,
+                         face=face_preset(data_kind, "adience"), heads={t: heads[t] for t in exp.tasks})
+
+
 def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: dict, run_id: str,
              protocol: str, precision: str, verbose, fresh: bool = False) -> dict:
     """Train and evaluate ``exp`` on one fold; write its record, curves and confusion matrices.
@@ -525,7 +534,8 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     data = {**data_info, "protocol": protocol, "test_fold": fold, "counts": split.counts(),
             "split_info": {k: v for k, v in split.info.items() if k != "counts"}}
     recorder = RunRecorder(REPRODUCTION, exp.name, config=config, seed=exp.seed, data=data, paper=PAPER,
-                           out=runs_dir, resume=not fresh, new_run_id=run_id)
+                           out=runs_dir, resume=not fresh, new_run_id=run_id,
+                           preprocessing=preprocessing(exp, data_info["kind"]))
     row, notes = table3_row(exp), "; ".join(deviations(exp, protocol))
     if recorder.complete:  # cross-validation resumes at the first fold without a complete record
         print(f"[adience_levi] {exp.name} fold {fold}: complete record found ({recorder.record_path}); not trained "

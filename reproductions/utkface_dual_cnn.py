@@ -298,6 +298,15 @@ def build_network(network: Network | str, exp: SpezialiExperiment):
     return model
 
 
+def preprocessing(network: Network, exp: SpezialiExperiment, data_kind: str):
+    """How ``python -m agegender predict`` feeds a face to ``network``: 0-255 pixels at ``input_size``."""
+    from agegender.preprocess import Head, Preprocessing, face_preset
+
+    heads = {"age": Head.age_regression(), "gender": Head.gender_softmax()}  # years; 2-way softmax (_targets)
+    return Preprocessing(input_size=exp.input_size, pixel_scale=1.0, face=face_preset(data_kind, "utkface"),
+                         heads={t: heads[t] for t in network.tasks})
+
+
 def _iteration_logger(n_train: int, batch_size: int, keys):
     """Keras callback turning the running epoch means at each batch end into per-batch losses."""
     import keras
@@ -722,7 +731,8 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
         datasets = make_datasets(split, exp, network.tasks, skipped)
         model = build_network(network, exp)
         recorder = RunRecorder(REPRODUCTION, network.key, config=config, seed=exp.seed, data=data, paper=PAPER,
-                               out=paths["runs"], run_id=run_id, resume=not fresh)
+                               out=paths["runs"], run_id=run_id, resume=not fresh,
+                               preprocessing=preprocessing(network, exp, kind))
         split.save_manifest(recorder.run_dir / "split.csv")
         keys = ["loss"] + ([f"{t}_loss" for t in network.tasks] if len(network.tasks) > 1 else [])
         iterations = _iteration_logger(datasets["n_train"], exp.batch_size, keys)

@@ -563,17 +563,30 @@ def _out_paths(out) -> dict:
     return {"runs": out / "runs", "tables": out / "tables", "readme": out / "README.md", "figures": out / "figures"}
 
 
+def preprocessing(exp: DeyExperiment, size: int, data_kind: str):
+    """How ``python -m agegender predict`` feeds a face to the model: 0-255 pixels (the model scales them)."""
+    from agegender.preprocess import Head, Preprocessing, face_preset
+
+    return Preprocessing(input_size=size, pixel_scale=1.0, face=face_preset(data_kind, "utkface"),
+                         heads={"age": Head.age_sigmoid(exp.max_age), "gender": Head.gender_softmax(),
+                                "race": Head.race_softmax("ethnicity")})
+
+
 def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_id: str, data: dict,
-                 precision: str, verbose=2, log=print) -> dict:
-    """Train, checkpoint, reload and evaluate one backbone; write its record and figures."""
+                 precision: str, verbose=2, log=print, fresh: bool = False, deterministic: bool = False) -> dict:
+    """Train, checkpoint, reload and evaluate one backbone; write its record and figures.
+
+    A complete record of the same command is read back instead of trained again (``fresh``
+    trains again); an interrupted one resumes after its last completed epoch.
+    """
     import keras
 
     from agegender.records import RunRecorder
-    from agegender.training import train
+    from agegender.training import seed_everything, train
 
     size = image_size(exp)
     keras.backend.clear_session()
-    keras.utils.set_random_seed(exp.seed)  # each backbone independent of which others run
+    seed_everything(exp.seed, deterministic)  # each backbone independent of which others run
     model = build_model(exp, size)
     encoder = {}
     if exp.backbone == "transformer":
@@ -582,16 +595,26 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_
     config = {**dataclasses.asdict(exp), "image_size": size, "row": table_row(exp), "precision_policy": precision,
               "optimizer": "RMSprop", "losses": {"age": "mse", "ethnicity": "categorical_crossentropy",
                                                  "gender": "categorical_crossentropy"},
-              "parameters": int(model.count_params()), **({"transformer_encoder": encoder} if encoder else {})}
+              "parameters": int(model.count_params()), "deterministic": bool(deterministic),
+              **({"transformer_encoder": encoder} if encoder else {})}
     recorder = RunRecorder(REPRODUCTION, experiment_name(exp), config=config, seed=exp.seed, data=data, paper=PAPER,
-                           out=paths["runs"], run_id=run_id)
+                           out=paths["runs"], run_id=run_id, resume=not fresh,
+                           preprocessing=preprocessing(exp, size, data["kind"]))
+    if recorder.complete:
+        record = recorder.record
+        log(f"[dey] {table_row(exp)}: complete record found ({recorder.record_path}); not trained again "
+            "(--fresh trains again)")
+        return {"exp": exp, "record": recorder.record_path, "metrics": record["metrics"], "cells": record["cells"],
+                "figures": record.get("figures", {}), "history": record["history"],
+                "seconds": record["metrics"].get("training", {}).get("seconds")}
     split.save_manifest(recorder.run_dir / "split.csv")
     log(f"[dey] training {table_row(exp)}: {size}x{size}, {exp.epochs} epoch(s), batch {exp.batch_size}, "
         f"{datasets['n_train']} training faces, weights {exp.weights}, preprocess {exp.preprocess}")
     start = time.perf_counter()
+    info: dict = {}
     history = train(model, datasets["train"], datasets["val"], epochs=exp.epochs, recorder=recorder,
-                    monitor=exp.monitor, verbose=verbose)
-    seconds = time.perf_counter() - start
+                    monitor=exp.monitor, verbose=verbose, info=info)
+    seconds = info.get("seconds", time.perf_counter() - start)  # summed over the processes of a resumed run
     scores = [h.get(exp.monitor, math.inf) for h in history]
     finite = [s for s in scores if math.isfinite(s)]
     best_epoch = int(np.argmin([s if math.isfinite(s) else math.inf for s in scores])) + 1 if finite else None
@@ -621,8 +644,13 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_
 
 
 def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_override: str | None = None,
-        verbose=2, log=print) -> dict:
-    """Run the reproduction for ``backbones`` (default ``exp.backbone``); return records, metrics and cells."""
+        verbose=2, log=print, fresh: bool = False, deterministic: bool = False) -> dict:
+    """Run the reproduction for ``backbones`` (default ``exp.backbone``); return records, metrics and cells.
+
+    Rerunning the same command resumes it (:mod:`agegender.records`): backbones with a complete
+    record are read back, an interrupted one continues after its last completed epoch; ``fresh``
+    starts a new run. ``deterministic`` turns on TensorFlow's op determinism.
+    """
     import datetime as _dt
 
     from agegender.data.provenance import data_kind
@@ -651,14 +679,16 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
         f"split {counts} (paper {split.info.get('paper_counts')})")
     precision = configure_precision(exp.precision)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"{stamp}-s{exp.seed}"
     data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_dir).resolve()),
             "images_read": len(samples.frame), "images_used": len(frame),
             "files_skipped_by_reader": len(samples.skipped), "names_repaired": len(samples.repaired),
             "aged_10_65": len(split.frame), "counts": counts, "paper_counts": split.info.get("paper_counts")}
 
-    protocol = RunRecorder(REPRODUCTION, "protocol", config={**dataclasses.asdict(exp), "backbones": backbones},
-                           seed=exp.seed, data=data, paper=PAPER, out=paths["runs"], run_id=run_id)
+    protocol = RunRecorder(REPRODUCTION, "protocol", config={**dataclasses.asdict(exp), "backbones": backbones,
+                                                            "deterministic": bool(deterministic)},
+                           seed=exp.seed, data=data, paper=PAPER, out=paths["runs"], resume=not fresh,
+                           new_run_id=f"{stamp}-s{exp.seed}")
+    run_id = protocol.run_id
     split.save_manifest(protocol.run_dir / "split.csv")
     p_cells = protocol_cells(samples, frame, split, exp)
     protocol.finish({"split": {"counts": counts, "paper_counts": split.info.get("paper_counts")}},
@@ -672,7 +702,8 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
             by_size[size] = make_datasets(split, e, size, skipped)
         try:
             results[e.backbone] = run_backbone(e, split, by_size[size], paths=paths, run_id=run_id, data=data,
-                                               precision=precision, verbose=verbose, log=log)
+                                               precision=precision, verbose=verbose, log=log, fresh=fresh,
+                                               deterministic=deterministic)
         except TrainingDiverged as err:  # its record is marked failed; the other backbones still run
             failed[e.backbone] = str(err)
             log(f"[dey] {table_row(e)}: {err}")
@@ -764,6 +795,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=default.seed, metavar="S",
                         help=f"seed of the split, the subset, the shuffling and the initial weights (default "
                              f"{default.seed})")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start new runs; without it, rerunning the same command resumes its earlier run: "
+                             "backbones already complete are read back, an interrupted one continues after its last "
+                             "completed epoch")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="turn on TensorFlow op determinism with the fixed seed: the same seed on the same "
+                             "device gives the same split and losses (slower on a GPU)")
     return parser
 
 
@@ -781,7 +819,8 @@ def main(argv=None) -> int:
         exp = dataclasses.replace(exp, weights=weights)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
     try:
-        result = run(args.data_dir, exp, backbones=backbones, out=out)
+        result = run(args.data_dir, exp, backbones=backbones, out=out, fresh=args.fresh,
+                     deterministic=args.deterministic)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -64,3 +64,16 @@ def test_demo_writes_records_tables_figures_and_models(tmp_path):
     for path in result["models"].values():
         model = keras.models.load_model(path, safe_mode=True)
         assert set(model.output_names) == {"age", "gender"}
+    # the run folders carry what predict needs: both models predict on a face without a detector
+    from agegender.predict import predict_paths
+
+    face = next((tmp_path / "faces" / "utkface").glob("*.jpg"))
+    for name, path in result["models"].items():
+        record = json.loads((path.parent / "record.json").read_text())
+        assert record["preprocessing"]["pixel_scale"] == 1.0, name
+        summary = predict_paths(path.parent, [face], out_dir=tmp_path / f"predict_{name}", detector="none",
+                                progress=False)
+        assert summary["faces"] == 1 and summary["errors"] == 0, summary
+        found = summary["results"][0]["faces"][0]
+        assert found["gender"] in ("male", "female") and 0 <= found["gender_prob"] <= 1
+        assert np.isfinite(found["age"]) and found["age"] >= 0

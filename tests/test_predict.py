@@ -299,22 +299,6 @@ def test_astronaut_face_found_annotated_png_and_json(tmp_path, run_dir, astronau
     assert len(rows) == 2 and rows[0].startswith("input,frame,time_s,face,x,y,w,h")
 
 
-def _head_box(age: float, gender: int, size: int) -> tuple:
-    """The drawn head ellipse's box in a ``draw_face`` image, from ``synth._render``'s nominal geometry.
-
-    Nominal: the per-image jitter of centre (sd 3.5% of the side), scale (+-5%) and tilt (sd 6
-    degrees) is ignored, as the generator does not report it (see the report on issue 8).
-    """
-    old = min(max((age - 18) / 52, 0.0), 1.0)
-    child = min(max((16 - age) / 15, 0.0), 1.0)
-    b = 0.33 * size * (0.74 + 0.26 * (1 - child)) * (1 + 0.08 * old)
-    a = b * ((0.8 if gender == 0 else 0.76) + 0.13 * child + 0.08 * old)
-    outer = int(round(size * 1.24))  # the render canvas has a 12% margin, centre-cropped to ``size``
-    shift = (outer - size) // 2
-    cx, cy = outer / 2 - shift, outer / 2 + 0.02 * size - shift
-    return cx - a, cy - b, 2 * a, 2 * b
-
-
 def test_synthetic_canvas_every_face_found(tmp_path, detector):
     """Eight generated faces pasted on a canvas: each one is found, its box overlapping the drawn head (IoU > 0.5).
 
@@ -333,8 +317,8 @@ def test_synthetic_canvas_every_face_found(tmp_path, detector):
     expected = []
     for k, (age, gender, race) in enumerate(specs):
         y, x = gap + (k // 4) * (size + gap), gap + (k % 4) * (size + gap)
-        canvas[y:y + size, x:x + size] = draw_face(age, gender, race, rng, size=size)
-        hx, hy, hw, hh = _head_box(age, gender, size)
+        canvas[y:y + size, x:x + size], (hx, hy, hw, hh) = draw_face(age, gender, race, rng, size=size,
+                                                                      return_box=True)
         expected.append((x + hx, y + hy, hw, hh))
     found = low.detect(canvas)
     assert len(found) == 8

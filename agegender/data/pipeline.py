@@ -182,6 +182,8 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     """
     import tensorflow as tf
 
+    from agegender.preprocess import centre_crop, resize_uint8, scale_pixels  # shared with predict / export
+
     frame = samples.frame if isinstance(samples, Samples) else samples
     frame = frame.reset_index(drop=True)
     if check and len(frame):
@@ -201,9 +203,7 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     def load(path, label, weight):
         data = tf.io.read_file(path)
         image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-        image = tf.image.resize(image, (load_size, load_size), antialias=True)
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        return image, label, weight
+        return resize_uint8(image, load_size), label, weight
 
     options = tf.data.Options()
     options.deterministic = True
@@ -225,8 +225,8 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
             lambda element, s: _augment(*element, s, image_size, augment or Augment(flip=False)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     elif load_size != image_size:
-        ds = ds.map(lambda im, y, w: (_centre_crop(im, image_size), y, w), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda im, y, w: (tf.cast(im, tf.float32) * pixel_scale, y, w), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda im, y, w: (centre_crop(im, image_size), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda im, y, w: (scale_pixels(im, pixel_scale), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
 
@@ -272,13 +272,6 @@ def _tf_message(err) -> str:
     text = str(getattr(err, "message", err)).strip()
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
     return re.sub(r"\s*\[Op:.*$", "", text)[:160] or type(err).__name__
-
-
-def _centre_crop(image, size):
-    import tensorflow as tf
-
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    return tf.image.crop_to_bounding_box(image, (height - size) // 2, (width - size) // 2, size, size)
 
 
 def _augment(image, label, weight, seed, size, augment: Augment):
