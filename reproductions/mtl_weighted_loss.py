@@ -782,6 +782,19 @@ def experiment_name(exp: SundriyalExperiment, method: str, task: str | None = No
     return f"{base}-{method}-{task}" if task else f"{base}-{method}-{mtl_key(exp)}"
 
 
+def preprocessing(exp: SundriyalExperiment, tasks, input_size: int, data_kind: str):
+    """How ``python -m agegender predict`` feeds a face to the model: 0-255 pixels at ``input_size``."""
+    from agegender.preprocess import Head, Preprocessing, face_preset
+
+    if exp.dataset == "utkface":  # targets of make_datasets: (age - 21) / 40, sparse gender and race
+        heads = {"age": Head.age_regression(scale=1.0 / exp.age_scale, offset=exp.age_min),
+                 "gender": Head.gender_softmax(), "race": Head.race_softmax()}
+    else:  # CelebA: 0 Young / 1 Old; the ages standing for the two classes are a rough guess
+        heads = {"age": Head.age_groups(("young", "old"), (28, 55)), "gender": Head.gender_softmax()}
+    return Preprocessing(input_size=input_size, pixel_scale=1.0, face=face_preset(data_kind, exp.dataset),
+                         heads={t: heads[t] for t in tasks})
+
+
 def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, data_kind_override: str | None = None,
         verbose: int | str = 2, log=print) -> dict:
     """Run the reproduction; return paths, per-model metrics and the cells written."""
@@ -855,7 +868,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
         task = next(iter(tasks)) if method != "mtl" else None
         name = experiment_name(exp, method, task)
         recorder = RunRecorder(REPRODUCTION, name, config={**config, "method": method, "tasks": list(tasks)},
-                               seed=exp.seed, data=data_info, paper=PAPER, out=paths["runs"], run_id=run_id)
+                               seed=exp.seed, data=data_info, paper=PAPER, out=paths["runs"], run_id=run_id,
+                               preprocessing=preprocessing(exp, tuple(tasks), input_size, kind))
         split.save_manifest(recorder.run_dir / "split.csv")
         log(f"[sundriyal] training {method} ({', '.join(tasks)}): up to {exp.epochs} epochs, "
             f"{'Early Freeze' if (exp.early_freeze or method != 'mtl') else 'early stopping of converged tasks'}, "

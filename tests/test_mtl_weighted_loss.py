@@ -527,6 +527,9 @@ def test_smoke_cli_on_generated_utkface(utk_faces, tmp_path, capsys):
     assert all(sum(h[f"loss_weight_{t}"] for t in ("gender", "race", "age")) == pytest.approx(1, abs=1e-5)
                for h in mtl["history"])
     assert mtl["early_freeze"]["mode"] == "freeze" and mtl["metrics"]["training"]["weighting"] == "learned"
+    heads = mtl["preprocessing"]["heads"]
+    assert set(heads) == {"gender", "race", "age"} and heads["age"]["offset"] == 21
+    assert heads["age"]["scale"] == pytest.approx(1 / 40) and mtl["preprocessing"]["input_size"] == 32
     assert (out / "runs" / "mtl_weighted_loss" / "utkface-protocol-smoke").glob("*/coral_like_lists/utk_train.csv")
     t410 = _table(out, "table-4-10")
     for column in ("Gender Accuracy", "Race Accuracy", "Age MAE"):
