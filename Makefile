@@ -52,11 +52,12 @@ reproduce-utkface-dual: install  ## Speziali: dual- vs single-task CNNs on UTKFa
 
 BENCH_ARGS ?=
 .PHONY: bench
-bench: install  ## measure the input pipeline against the JPEG decode limit and training steps per precision; writes results/bench/
+bench: install  ## measure the input pipeline against the JPEG decode limit, training steps per precision, predict latency; writes results/bench/
 	@mkdir -p results/bench
 	$(PY) -m agegender.bench pipeline --json results/bench/pipeline.json $(BENCH_ARGS)
 	$(PY) -m agegender.bench train --model levi_multitask --json results/bench/train_levi_multitask.json
 	$(PY) -m agegender.bench train --model dual_cnn --json results/bench/train_dual_cnn.json
+	$(PY) -m agegender.bench predict --json results/bench/predict_latency.json
 	$(PY) -m agegender.bench report results/bench/*.json --out results/bench/README.md
 
 TRANSFER_ARGS ?=

@@ -23,6 +23,7 @@ on CPU), and the output says so.
     python -m agegender.bench pipeline                      # UTKFace sample if present, else generated faces
     python -m agegender.bench pipeline --data-dir DIR --n 3000 --size 128 --json out.json
     python -m agegender.bench train --model dual_cnn --steps 20
+    python -m agegender.bench predict [--model RUN_DIR]         # batch-1 CPU latency of detection + prediction
     make bench                                              # both, into results/bench/
 """
 
@@ -242,6 +243,16 @@ def markdown(results: list[dict]) -> str:
                          f"| {r['cached_img_s']} | {r['decode_limit_img_s']} | {r['first_epoch_vs_decode_limit']} "
                          f"| {r['cached_vs_decode_limit']} | {m['cpu_count']} | {len(m['gpus'])} |")
         lines.append("")
+    predicts = [r for r in results if r["benchmark"] == "predict"]
+    if predicts:
+        lines += ["## Predict, batch 1 on CPU (ms, median / p90)", "",
+                  "| model | image | faces | detection | crop + preprocess + model | total | CPUs |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in predicts:
+            ms = {k: f"{r[k]['median']} / {r[k]['p90']}" for k in ("detect_ms", "predict_ms", "total_ms")}
+            lines.append(f"| {r['model']} | {r['image']} | {r['faces_found']} | {ms['detect_ms']} | "
+                         f"{ms['predict_ms']} | {ms['total_ms']} | {r['cpu_count']} |")
+        lines.append("")
     trains = [r for r in results if r["benchmark"] == "train"]
     if trains:
         lines += ["## Training steps", "", "| model | input | batch | mode | ms/step | images/s | device |",
@@ -273,6 +284,10 @@ def main(argv=None) -> int:
     t.add_argument("--steps", type=int, default=10, help="timed steps after two warm-up steps (default 10)")
     t.add_argument("--size", type=int, help="input side (default: the paper's size for the model)")
     t.add_argument("--json", type=Path, help="write the result as JSON here")
+    q = sub.add_parser("predict", help="batch-1 CPU latency of MTCNN detection plus prediction on one photograph")
+    q.add_argument("--model", help="run folder or .keras file (default: a small random CNN; detection dominates)")
+    q.add_argument("--repeats", type=int, default=10, help="timed repetitions after two warm-up ones (default 10)")
+    q.add_argument("--json", type=Path, help="write the result as JSON here")
     r = sub.add_parser("report", help="write a markdown table from benchmark JSON files")
     r.add_argument("files", nargs="+", type=Path, help="JSON files written by pipeline/train")
     r.add_argument("--out", type=Path, required=True, help="markdown file to write")
@@ -294,6 +309,13 @@ def main(argv=None) -> int:
                   f"{result['cached_img_s']}, decode limit {result['decode_limit_img_s']}; first/limit "
                   f"{result['first_epoch_vs_decode_limit']} (target 0.9), cached/limit "
                   f"{result['cached_vs_decode_limit']} (target 3)")
+        elif args.command == "predict":
+            from agegender.bench_predict import measure_latency
+
+            result = {"benchmark": "predict", **measure_latency(args.model, repeats=args.repeats)}
+            print(f"[bench] predict on {result['image']} ({result['faces_found']} face): detection "
+                  f"{result['detect_ms']['median']} ms, crop + preprocess + model {result['predict_ms']['median']} ms, "
+                  f"total {result['total_ms']['median']} ms (medians, batch 1, CPU)")
         else:
             result = bench_train(args.model, batch=args.batch_size, steps=args.steps, size=args.size)
             for row in result["rows"]:

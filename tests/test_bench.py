@@ -52,3 +52,15 @@ def test_unknown_model_and_empty_folder_fail_clearly(tmp_path, capsys):
         bench_train("alexnet")
     assert main(["pipeline", "--data-dir", str(tmp_path)]) == 2
     assert "no JPEG files" in capsys.readouterr().err
+
+
+def test_predict_latency_is_reported(tmp_path):
+    pytest.importorskip("skimage")
+    from agegender.bench import main, markdown
+
+    out = tmp_path / "predict.json"
+    assert main(["predict", "--repeats", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "predict" and result["faces_found"] == 1
+    assert 0 < result["detect_ms"]["median"] <= result["total_ms"]["p90"] * 1.5
+    assert "| tiny random CNN (64 px) | scikit-image astronaut 512x512 | 1 |" in markdown([result])
