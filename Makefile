@@ -80,3 +80,11 @@ reproduce-mtl: install  ## Sundriyal: learned loss weights + Early Freeze MTL, T
 	  for L in 0.001 0.01 1; do eval $(MTL) $$U --method mtl --lambda $$L; done; fi
 	@if [ -n "$(CELEBA_DIR)" ]; then set -e; C='--dataset celeba --data-dir "$(CELEBA_DIR)"'; \
 	  eval $(MTL) $$C --method all; eval $(MTL) $$C --method mtl --loss average; fi
+
+IMDB_WIKI ?=
+UTKFACE ?=
+GU_YANG_ARGS ?=
+.PHONY: reproduce-gu-yang
+reproduce-gu-yang: install  ## Gu & Yang: EfficientNet B4-B7 x 3/5/10 age groups x task sets on IMDB-WIKI, UTKFace, multi-source (IMDB_WIKI=... UTKFACE=...; GU_YANG_ARGS="--smoke" for a 5-min check; offline: GU_YANG_ARGS="--weights FOLDER"; GPU needed for real runs)
+	@test -n "$(IMDB_WIKI)" -a -n "$(UTKFACE)" || { echo "error: pass IMDB_WIKI=<folder holding imdb_crop/imdb.mat> and UTKFACE=<UTKFace folder>"; exit 2; }
+	$(PY) -m reproductions.efficientnet_age_groups --imdb-wiki "$(IMDB_WIKI)" --utkface "$(UTKFACE)" $(GU_YANG_ARGS)
