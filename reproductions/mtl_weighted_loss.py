@@ -70,6 +70,23 @@ Command
     python -m reproductions.mtl_weighted_loss --dataset celeba --data-dir ~/data/celeba --method mtl --loss average
     python -m reproductions.mtl_weighted_loss --dataset utkface --data-dir DIR --smoke    # ~1.5 min on 2 CPU cores
     make reproduce-mtl DATA_DIR=... CORAL_DIR=... CELEBA_DIR=...                         # every table, see Makefile
+    python -m reproductions.mtl_weighted_loss ... --fresh            # the same command resumes; --fresh starts over
+
+Resuming
+--------
+Every model saves its training state at each epoch end in its run folder (``train_state/``:
+weights, optimizer, history, and the Early Freeze and learning-rate-plateau state, the weight
+snapshots Early Freeze restores from included; :func:`agegender.training.train`,
+:mod:`agegender.models.early_freeze`). Rerunning the same command after a kill picks up the same
+run (same run id, figures folder and records): models whose record is complete are read back
+(metrics, cells, history and Early Freeze events from the record; nothing trained or loaded),
+the interrupted one continues after its last completed epoch with its frozen layers frozen
+again, and the models not started yet are trained; the record keeps ``resumed_from_epoch`` and
+each epoch once, and ``metrics.training.seconds`` sums the processes. Each model's record is
+completed as soon as it is evaluated. ``--fresh`` starts a new run; ``--deterministic`` turns
+on TensorFlow's op determinism. Not restored: the random streams (dropout masks and shuffle
+order of the resumed epochs are drawn afresh from the seed), so a resumed model continues from
+the same weights but is not bit-identical to an uninterrupted one.
 
 Runtime
 -------
@@ -151,6 +168,7 @@ METHODS = ("baseline", "single", "mtl")
 BACKBONE_CHOICES = ("senet50_128", "resnet50", "resnet50_imagenet")
 CORAL_TRAIN, CORAL_TEST = 13_147, 3_287  # CORAL's utk_train.csv / utk_test.csv rows (NOTES.md)
 RACE_ROWS = ("White", "Black", "Asian", "Indian", "Others")  # Table 4.1 rows = UTKFace race codes 0-4
+LISTS_IN_RUN_FOLDER = "coral_like_lists/ in the protocol run folder (generated CORAL-like lists)"
 ROW = {"baseline": "Single Task baseline", "single": "Single Task Neural Network",
        "mtl": "Proposed Multi-Task Learning Network"}  # Tables 4.6-4.15
 
@@ -449,31 +467,42 @@ def evaluate(model, datasets: dict, tasks: dict, exp: SundriyalExperiment) -> di
 
 
 def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split, *, recorder, input_size: int,
-              skipped: list, verbose, log) -> dict:
-    """Train one model (one task for baseline / single, all for mtl); return history, metrics and events."""
+              skipped: list, verbose, log, deterministic: bool = False) -> dict:
+    """Train one model (one task for baseline / single, all for mtl); return history, metrics and events.
+
+    An interrupted run of the same model resumes after its last completed epoch: the trainer restores
+    the weights, the optimizer and the history from ``recorder.state_dir``, and the Early Freeze and
+    learning-rate callbacks their counters, frozen layers and weight snapshots
+    (:mod:`agegender.models.early_freeze`, "Resuming").
+    """
     import keras
 
-    from agegender.models.early_freeze import EarlyFreeze
+    from agegender.models.early_freeze import EarlyFreeze, ResumableReduceLROnPlateau
     from agegender.models.mtl_head import layer_groups
-    from agegender.training import train
+    from agegender.training import seed_everything, train
 
     keras.backend.clear_session()
-    keras.utils.set_random_seed(exp.seed)
+    seed_everything(exp.seed, deterministic)  # each model independent of which others run
     datasets = make_datasets(split, exp, tuple(tasks), input_size, skipped)
     model, backbone_report = build_and_compile(exp, choice, method, tasks, input_size)
     groups = layer_groups(model.network, tuple(tasks))
     mode = "freeze" if (exp.early_freeze or method != "mtl") else "stop"
     freezer = EarlyFreeze(groups["tasks"], groups["backbone"] + groups["shared"], patience=exp.patience, mode=mode,
-                          log=log)
-    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=exp.lr_factor, patience=exp.lr_patience,
-                                                verbose=0)
-    start = time.perf_counter()
+                          log=log, state_dir=recorder.state_dir)
+    plateau = ResumableReduceLROnPlateau(monitor="val_loss", factor=exp.lr_factor, patience=exp.lr_patience,
+                                         verbose=0)
+    info: dict = {}
     history = train(model, datasets["train"], datasets["val"], epochs=exp.epochs, recorder=recorder, patience=None,
-                    verbose=verbose, extra_callbacks=[plateau, freezer])
-    seconds = time.perf_counter() - start
+                    verbose=verbose, extra_callbacks=[plateau, freezer], info=info)
+    seconds = float(info["seconds"])  # summed over the processes of a resumed run
+    if not info["trained"] and freezer.end_after_resume(model):  # killed between the last epoch and its end
+        log(f"[sundriyal] {method}: the end-of-training restores of the interrupted run were done now")
+    for entry in history:  # the trainer's history (every epoch once) has the keys the callbacks add (learning_rate)
+        recorder.log_epoch(entry["epoch"], {k: v for k, v in entry.items() if k != "epoch"})
     metrics = evaluate(model, datasets, tasks, exp)
     summary = freezer.summary()
     metrics["training"] = {"seconds": seconds, "epochs": len(history), "early_freeze": summary,
+                           "resumed_from_epoch": info.get("resumed_from_epoch"),
                            "final_loss_weights": model.loss_weights(), "weighting": model.weighting.mode,
                            "lambda": exp.lam if model.weighting.mode == "learned" else None,
                            "n": {k: datasets[f"n_{k}"] for k in ("train", "val", "test")},
@@ -482,6 +511,15 @@ def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split,
                                          "which can differ from the evaluated weights"}
     return {"model": model, "history": history, "metrics": metrics, "seconds": seconds, "early_freeze": summary,
             "backbone": backbone_report, "method": method, "tasks": tuple(tasks)}
+
+
+def read_back(record: dict, method: str, tasks) -> dict:
+    """What :func:`train_one` returns (and the cells), from the complete record of an earlier run; no model."""
+    return {"history": [dict(h) for h in record.get("history", [])], "metrics": record["metrics"],
+            "seconds": float(record["metrics"].get("training", {}).get("seconds") or 0.0),
+            "early_freeze": record.get("early_freeze") or record["metrics"].get("training", {}).get("early_freeze", {}),
+            "backbone": record.get("backbone"), "method": method, "tasks": tuple(tasks),
+            "cells": [dict(c) for c in record.get("cells", [])], "read_back": True}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -796,10 +834,20 @@ def preprocessing(exp: SundriyalExperiment, tasks, input_size: int, data_kind: s
 
 
 def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, data_kind_override: str | None = None,
-        verbose: int | str = 2, log=print) -> dict:
-    """Run the reproduction; return paths, per-model metrics and the cells written."""
-    import datetime as _dt
+        verbose: int | str = 2, log=print, fresh: bool = False, deterministic: bool = False) -> dict:
+    """Run the reproduction; return paths, per-model metrics and the cells written.
 
+    Rerunning the same command (same data, settings and seed) picks up its earlier run
+    (:mod:`agegender.records`): models with a complete record are read back (metrics, cells,
+    history, Early Freeze events; nothing is trained or loaded), an interrupted one continues
+    after its last completed epoch, and the figures and tables are drawn again. ``fresh`` starts
+    a new run instead. ``deterministic`` turns on TensorFlow's op determinism
+    (:func:`agegender.training.seed_everything`).
+    """
+    import datetime as _dt
+    import tempfile
+
+    from agegender import atomic
     from agegender.data.provenance import data_kind
     from agegender.models.face_resnets import choose_backbone, get_backbone
 
@@ -811,10 +859,16 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     paths = _out_paths(out)
     t0 = time.time()
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"{stamp}-s{exp.seed}"
     protocol_name = f"{exp.dataset}-protocol{'-smoke' if exp.smoke else ''}"
-    work_dir = paths["runs"] / REPRODUCTION / protocol_name / run_id
-    data = load_data(data_dir, exp, coral_csv_dir=coral_csv_dir, work_dir=work_dir, log=log)
+    # generated CORAL-like lists go to a scratch folder first, then into the protocol run folder (whose id is
+    # known once the recorder has looked for an earlier run of this command); the lists are a function of the
+    # faces and the seed, so a rerun writes the same files
+    with tempfile.TemporaryDirectory(prefix="sundriyal-lists-") as scratch:
+        data = load_data(data_dir, exp, coral_csv_dir=coral_csv_dir, work_dir=scratch, log=log)
+        generated_lists = None  # {file name: bytes} of generated lists
+        if str(data["info"].get("coral_csv_dir", "")).startswith(scratch):
+            generated_lists = {p.name: p.read_bytes() for p in Path(data["info"]["coral_csv_dir"]).glob("*.csv")}
+            data["info"]["coral_csv_dir"] = LISTS_IN_RUN_FOLDER  # the same for every rerun (the fingerprint)
     choice = choose_backbone(exp.backbone, exp.backbone_weights,
                              substitute_weights=exp.imagenet_weights, smoke=exp.smoke)
     check_backbone(choice)
@@ -823,7 +877,7 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
 
     from agegender.plots import confusion_matrix, learning_curves
     from agegender.records import RunRecorder
-    from agegender.training import configure_precision
+    from agegender.training import configure_precision, seed_everything
     from results.tables import generate
 
     samples, split = data["samples"], data["split"]
@@ -837,19 +891,30 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
         f"{data['full_counts']}" + (f", using {data['counts']}" if data["counts"] != data["full_counts"] else ""))
     log(f"[sundriyal] {choice.note}; input {input_size}x{input_size}")
 
+    seed_everything(exp.seed, deterministic)
     precision = configure_precision(exp.precision)
-    figures = paths["figures"] / REPRODUCTION / run_id
     config = {**dataclasses.asdict(exp), "precision_policy": precision, "input_size_used": input_size,
               "backbone": {"requested": choice.requested, "used": choice.used, "substituted": choice.substituted,
                            "weights": choice.weights, "note": choice.note},
-              "coral_csv_dir": data["info"].get("coral_csv_dir")}
+              "coral_csv_dir": data["info"].get("coral_csv_dir"), "deterministic": bool(deterministic)}
     data_info = {"kind": kind, "dataset": exp.dataset, "root": str(Path(data_dir).resolve()),
                  "images_read": len(samples.frame), "files_skipped_by_reader": len(samples.skipped),
                  "split_counts": data["full_counts"], "counts_used": data["counts"], **data["info"]}
 
+    # the protocol record's run id is shared by the models' records and the figures; a rerun of the same
+    # command finds it again (--fresh: a new one)
     protocol = RunRecorder(REPRODUCTION, protocol_name, config=config, seed=exp.seed, data=data_info, paper=PAPER,
-                           out=paths["runs"], run_id=run_id)
-    split.save_manifest(protocol.run_dir / "split.csv")
+                           out=paths["runs"], resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}")
+    run_id = protocol.run_id
+    if protocol.resumed:
+        log(f"[sundriyal] picking up run {run_id} of the same command ({protocol.record['status']}); "
+            "--fresh starts over")
+    for file_name, content in (generated_lists or {}).items():
+        with atomic.atomic_path(protocol.run_dir / "coral_like_lists" / file_name) as tmp:
+            tmp.write_bytes(content)
+    figures = paths["figures"] / REPRODUCTION / run_id
+    if not protocol.complete:
+        split.save_manifest(protocol.run_dir / "split.csv")
     p_cells = dataset_cells(data, exp, "SMOKE RUN (--smoke), not a reproduction" if exp.smoke else "")
     p_cells += settings_cells(exp, "read from the configuration")
     figure_paths: dict[str, Path] = {}
@@ -869,14 +934,19 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
         name = experiment_name(exp, method, task)
         recorder = RunRecorder(REPRODUCTION, name, config={**config, "method": method, "tasks": list(tasks)},
                                seed=exp.seed, data=data_info, paper=PAPER, out=paths["runs"], run_id=run_id,
-                               preprocessing=preprocessing(exp, tuple(tasks), input_size, kind))
-        split.save_manifest(recorder.run_dir / "split.csv")
-        log(f"[sundriyal] training {method} ({', '.join(tasks)}): up to {exp.epochs} epochs, "
-            f"{'Early Freeze' if (exp.early_freeze or method != 'mtl') else 'early stopping of converged tasks'}, "
-            f"patience {exp.patience}" + (f", {exp.loss} loss" + (f" (lambda {exp.lam:g})" if exp.loss == "weighted"
-                                                                  else "") if method == "mtl" else ""))
-        result = train_one(exp, choice, method, tasks, split, recorder=recorder, input_size=input_size,
-                           skipped=skipped, verbose=verbose, log=log)
+                               resume=not fresh, preprocessing=preprocessing(exp, tuple(tasks), input_size, kind))
+        if recorder.complete:  # finished by an earlier run of this command: read back, not trained again
+            log(f"[sundriyal] {name}: complete record found ({recorder.record_path}); read back, not trained again "
+                "(--fresh trains again)")
+            result = read_back(recorder.record, method, tasks)
+        else:
+            split.save_manifest(recorder.run_dir / "split.csv")
+            log(f"[sundriyal] training {method} ({', '.join(tasks)}): up to {exp.epochs} epochs, "
+                f"{'Early Freeze' if (exp.early_freeze or method != 'mtl') else 'early stopping of converged tasks'}, "
+                f"patience {exp.patience}" + (f", {exp.loss} loss" + (f" (lambda {exp.lam:g})" if exp.loss == "weighted"
+                                                                      else "") if method == "mtl" else ""))
+            result = train_one(exp, choice, method, tasks, split, recorder=recorder, input_size=input_size,
+                               skipped=skipped, verbose=verbose, log=log, deterministic=deterministic)
         result["recorder"], result["name"] = recorder, name
         results[name] = result
         test = result["metrics"]["test"]
@@ -884,17 +954,18 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
                  for t in tasks]
         log(f"[sundriyal] {name}: {result['seconds']:.1f} s, {len(result['history'])} epochs; test " + ", ".join(parts))
 
-        # figures of this model
+        # figures of this model (drawn again for a record read back)
+        own: dict[str, Path] = {}
         label = f"{ROW[method]}, {', '.join(tasks)}"
-        figure_paths[f"learning_curves_{name}"] = learning_curves(result["history"],
-                                                                  figures / f"learning_curves_{name}.png", label)
+        own[f"learning_curves_{name}"] = learning_curves(result["history"], figures / f"learning_curves_{name}.png",
+                                                         label)
         if method == "mtl":
-            figure_paths[f"loss_weights_{name}"] = plot_loss_weights(
+            own[f"loss_weights_{name}"] = plot_loss_weights(
                 result["history"], tuple(tasks), figures / f"loss_weights_{name}.png",
                 f"Loss weights per epoch ({exp.loss}{', lambda %g' % exp.lam if exp.loss == 'weighted' else ''})")
             events = result["early_freeze"]["events"]
             fig = "fig5_1_loss_vs_epoch_early_freeze" if exp.early_freeze else "fig5_2_loss_vs_epoch_early_stopping"
-            figure_paths[fig] = plot_loss_vs_epoch(
+            own[fig] = plot_loss_vs_epoch(
                 result["history"], tuple(tasks), events, figures / f"{fig}.png",
                 f"Loss vs epoch, {'Early Freeze' if exp.early_freeze else 'early stopping of converged tasks'} "
                 f"(cf. Fig. {'5.1' if exp.early_freeze else '5.2'})")
@@ -905,33 +976,43 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
                 theirs = (other.get("history", []), other.get("early_freeze", {}).get("events", []))
                 pair = {"Early Freeze (Fig. 5.1)": ours if exp.early_freeze else theirs,
                         "early stopping of converged tasks (Fig. 5.2)": theirs if exp.early_freeze else ours}
-                figure_paths["fig5_1_5_2_early_freeze_vs_early_stopping"] = plot_freeze_comparison(
+                own["fig5_1_5_2_early_freeze_vs_early_stopping"] = plot_freeze_comparison(
                     pair, tuple(tasks), figures / "fig5_1_5_2_early_freeze_vs_early_stopping.png")
         if exp.dataset == "celeba" and "age" in tasks and method in ("single", "mtl"):
             number = "5_3" if method == "single" else "5_4"
-            figure_paths[f"fig{number}_confusion_{method}"] = confusion_matrix(
+            own[f"fig{number}_confusion_{method}"] = confusion_matrix(
                 test["age"]["confusion_matrix"], ["Young", "Old"], figures / f"fig{number}_confusion_{method}.png",
                 f"Age, test set, {ROW[method]} (cf. Fig. {number.replace('_', '.')})")
+        figure_paths.update(own)
+        if not recorder.complete:  # each model's record is complete as soon as it is: a kill later loses nothing
+            result["cells"] = model_cells(exp, result, note)
+            listed = {k: str(v) for k, v in sorted(figure_paths.items())}
+            recorder.finish(result["metrics"], [dict(c) for c in result["cells"]], figures=listed,
+                            figures_dir=str(figures), pipeline_skipped=list(skipped), backbone=result["backbone"],
+                            early_freeze=result["early_freeze"])
+        all_cells += result["cells"]
+        result.pop("model", None)  # model.keras holds the checkpoint; free the memory before the next model
         keras.backend.clear_session()
 
     figure_list = {k: str(v) for k, v in sorted(figure_paths.items())}
-    protocol.finish({"split": {"counts": data["full_counts"], "counts_used": data["counts"]}},
-                    [dict(c) for c in p_cells], figures=figure_list, figures_dir=str(figures),
-                    backbone=config["backbone"])
-    for name, result in results.items():
-        cells = model_cells(exp, result, note)
-        all_cells += cells
-        result["recorder"].finish(result["metrics"], [dict(c) for c in cells], figures=figure_list,
-                                  figures_dir=str(figures), pipeline_skipped=skipped, backbone=result["backbone"],
-                                  early_freeze=result["early_freeze"])
+    if not protocol.complete:
+        protocol.finish({"split": {"counts": data["full_counts"], "counts_used": data["counts"]}},
+                        [dict(c) for c in p_cells], figures=figure_list, figures_dir=str(figures),
+                        backbone=config["backbone"], pipeline_skipped=list(skipped),
+                        **({"coral_like_lists": str(protocol.run_dir / "coral_like_lists")}
+                           if generated_lists is not None else {}))
     build_record = None
     if not exp.smoke:
-        build = RunRecorder(REPRODUCTION, "model_build", config={"backbones": ["resnet50", "senet50_128"]},
+        build = RunRecorder(REPRODUCTION, "model_build", config={"backbones": ["resnet50", "senet50_128"],
+                                                                 "deterministic": bool(deterministic)},
                             seed=0, data={"kind": "none", "dataset": "none (model build)"}, paper=PAPER,
-                            out=paths["runs"], run_id="keras")
-        b_cells = model_build_cells()
+                            out=paths["runs"], run_id="keras", resume=not fresh)
+        if build.complete:
+            b_cells, build_record = [dict(c) for c in build.record["cells"]], build.record_path
+        else:
+            b_cells = model_build_cells()
+            build_record = build.finish({}, [dict(c) for c in b_cells])
         all_cells += b_cells
-        build_record = build.finish({}, [dict(c) for c in b_cells])
     summary = generate(paths["runs"], paths["tables"], paths["readme"])
     records = {"protocol": protocol.record_path, **{n: r["recorder"].record_path for n, r in results.items()}}
     if build_record is not None:
@@ -940,6 +1021,7 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
             "backbone": choice, "records": records, "metrics": {n: r["metrics"] for n, r in results.items()},
             "results": results, "cells": all_cells, "figures": figure_paths, "figures_dir": figures,
             "tables_dir": paths["tables"], "readme": paths["readme"], "tables": summary["tables"],
+            "read_back": sorted(n for n, r in results.items() if r.get("read_back")),
             "seconds": time.time() - t0}
 
 
@@ -1029,6 +1111,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
                         help="label the data in records and tables; default: detected (generated faces carry a "
                              "marker file; fewer than 90%% of the dataset's files count as a sample)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start a new run; without it, rerunning the same command resumes its earlier run: "
+                             "models already complete are read back from their records (not trained again), an "
+                             "interrupted one continues after its last completed epoch with its Early Freeze state "
+                             "(frozen layers, counters, best weights) and learning-rate schedule; the tables and "
+                             "figures are drawn again either way")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="turn on TensorFlow op determinism with the fixed --seed: the same seed on the same "
+                             "device gives the same split and the same losses (slower on a GPU)")
     return parser
 
 
@@ -1062,7 +1153,8 @@ def main(argv=None) -> int:
         exp = dataclasses.replace(exp, epochs=args.epochs)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
     try:
-        result = run(args.data_dir, exp, coral_csv_dir=args.coral_csv_dir, out=out, data_kind_override=args.data_kind)
+        result = run(args.data_dir, exp, coral_csv_dir=args.coral_csv_dir, out=out, data_kind_override=args.data_kind,
+                     fresh=args.fresh, deterministic=args.deterministic)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -263,6 +263,165 @@ def test_early_stopping_of_converged_task_keeps_training_the_shared_layers():
     assert all(model.network.get_layer(n).trainable for n in shared)
 
 
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def _freezer_for(model, state_dir, patience=2):
+    from agegender.models.early_freeze import EarlyFreeze
+    from agegender.models.mtl_head import layer_groups
+
+    groups = layer_groups(model.network, ("gender", "race", "age"))
+    freezer = EarlyFreeze(groups["tasks"], groups["backbone"] + groups["shared"], patience=patience,
+                          state_dir=state_dir)
+    freezer.set_model(model)
+    return freezer
+
+
+def _compiled_utk_model():
+    from agegender.models.loss_weighting import AdamL2
+
+    model = _utk_model()
+    model.compile(optimizer=AdamL2(1e-3))
+    return model
+
+
+def test_early_freeze_state_round_trip(tmp_path):
+    """Freeze at epoch 3, save the state (JSON) and snapshots; a new callback on a fresh model takes it back."""
+    from agegender.models.early_freeze import SNAPSHOT_DIR, ResumableReduceLROnPlateau
+
+    script = {"gender": [3, 4, 4, 4, 4, 4], "race": [3, 2, 3, 3, 3, 3], "age": [3, 2, 1, 2, 2, 2]}
+    logs = lambda e: {f"val_{t}_loss": v[e] for t, v in script.items()}  # noqa: E731
+    model = _compiled_utk_model()
+    freezer = _freezer_for(model, tmp_path)
+    freezer.on_train_begin()
+    for epoch in range(4):  # gender converges at epoch 3 (whole network back to epoch 1, shared part frozen)
+        freezer.on_epoch_end(epoch, logs(epoch))
+    state = json.loads(json.dumps(freezer.get_resume_state()))  # what the trainer writes and reads
+    assert state["frozen_layers"] == freezer.frozen_layers() and "gender" not in state["active"]
+    files = sorted(p.name for p in (tmp_path / SNAPSHOT_DIR).iterdir())
+    assert files == sorted(state["snapshots"].values()) and files  # the best states the restores need
+
+    again = _compiled_utk_model()  # a new process: fresh model, every layer trainable, gates open
+    assert all(again.network.get_layer(n).trainable for n in state["frozen_layers"])
+    resumed = _freezer_for(again, tmp_path)
+    resumed.set_resume_state(state)
+    assert resumed.summary() == json.loads(json.dumps(freezer.summary()))  # usable before any training
+    resumed.on_train_begin()  # after the trainer has loaded the weights: freezing applied again
+    frozen = lambda m: sorted(l.name for l in m.network.layers if not l.trainable)  # noqa: E731
+    assert frozen(again) == frozen(model) == sorted(state["frozen_layers"])
+    assert [v.name for v in again.trainable_weights] == [v.name for v in model.trainable_weights]
+    assert np.asarray(again.task_gate).tolist() == [0.0, 1.0, 1.0]
+    for attr in ("_active", "_best", "_best_epoch", "_counter", "_val_history", "_overall_epoch", "shared_frozen",
+                 "converged"):
+        assert getattr(resumed, attr) == getattr(freezer, attr), attr
+    assert sorted(resumed._snapshots) == sorted(freezer._snapshots)
+    for epoch, snap in freezer._snapshots.items():
+        assert all(np.array_equal(a, b) for name in snap for a, b in zip(snap[name], resumed._snapshots[epoch][name]))
+    for cb in (freezer, resumed):  # both go on the same way: race converges at epoch 5, age at 6
+        for epoch in (4, 5):
+            cb.on_epoch_end(epoch, logs(epoch))
+    assert [(e["task"], e["epoch"], e["best_epoch"]) for e in resumed.events] == [
+        (e["task"], e["epoch"], e["best_epoch"]) for e in freezer.events] == [
+        ("gender", 3, 1), ("race", 5, 1), ("age", 6, 4)]
+    resumed.get_resume_state()  # snapshots no state names any more are deleted
+    assert sorted(p.name for p in (tmp_path / SNAPSHOT_DIR).glob("*.npz")) <= sorted(
+        set(state["snapshots"].values()) | {f"snapshot-{e:04d}.npz" for e in resumed._snapshots})
+    # killed after the last epoch's state, before on_train_end: the end-of-training restores are done on resume
+    late = _freezer_for(again, tmp_path)
+    late.set_resume_state(state)
+    assert late.end_after_resume(again) and [e["mode"] for e in late.events[-2:]] == ["end", "end"]
+    assert not late.end_after_resume(again)
+    done = _freezer_for(again, tmp_path)
+    done.set_resume_state({**state, "ended": True})  # a finished state: nothing left to do
+    assert not done.end_after_resume(again)
+
+    plateau = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3)
+    plateau.set_model(model)
+    plateau.on_train_begin()
+    for epoch, value in enumerate((1.0, 0.5, 0.7, 0.8)):
+        plateau.on_epoch_end(epoch, {"val_loss": value})
+    saved = json.loads(json.dumps(plateau.get_resume_state()))
+    assert (saved["wait"], saved["best"]) == (2, 0.5)
+    other = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=3)
+    other.set_model(again)
+    other.set_resume_state(saved)
+    other.on_train_begin()  # Keras resets the counters here; the saved ones come back after
+    assert (other.wait, other.best) == (2, 0.5)
+    other.on_epoch_end(4, {"val_loss": 0.9})  # the third epoch without improvement lowers the rate, as uninterrupted
+    assert float(np.asarray(again.optimizer.learning_rate)) == pytest.approx(1e-4)
+    import keras
+
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_training_resumes_with_layers_frozen_again_and_best_weights_kept(tmp_path):
+    """train() interrupted after epoch 3 (gender frozen at 2), resumed in a new model: the frozen layers stay
+    unchanged, race goes back to its epoch-3 weights (a snapshot taken before the interruption)."""
+    import keras
+    import tensorflow as tf
+
+    from agegender.models.early_freeze import ResumableReduceLROnPlateau
+    from agegender.models.mtl_head import layer_groups
+    from agegender.training import train
+
+    script = {"gender": [1, 2, 2, 2, 2], "race": [5, 4, 3, 3.5, 3.6], "age": [5, 4, 3, 2, 1]}
+    x, y = _batch()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+    class Script(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs.update({f"val_{t}_loss": v[epoch] for t, v in script.items()})
+
+    class Interrupt(Exception):
+        pass
+
+    class Kill(keras.callbacks.Callback):  # dies at the start of epoch 4, after epoch 3's state was saved
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                raise Interrupt
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = {}
+
+        def on_train_begin(self, logs=None):
+            self.on_epoch_end(-1)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights[epoch + 1] = {l.name: [np.array(v) for v in l.get_weights()]
+                                       for l in self.model.network.layers if l.weights}
+
+    def attempt(epochs, extra):
+        model = _compiled_utk_model()
+        freezer = _freezer_for(model, tmp_path, patience=1)
+        probe = Probe()
+        info = {}
+        callbacks = [Script(), ResumableReduceLROnPlateau(monitor="val_loss", patience=2), freezer, probe, *extra]
+        try:
+            train(model, ds, ds, epochs=epochs, state_dir=tmp_path, extra_callbacks=callbacks, verbose=0, info=info)
+        except Interrupt:
+            pass
+        return model, freezer, probe, info
+
+    first, f1, p1, _ = attempt(5, [Kill()])
+    assert [(e["task"], e["epoch"], e["best_epoch"]) for e in f1.events] == [("gender", 2, 1)]
+    model, freezer, probe, info = attempt(5, [])
+    assert info["resumed_from_epoch"] == 3 and info["trained"]
+    groups = layer_groups(model.network, ("gender", "race", "age"))
+    fixed = groups["backbone"] + groups["shared"] + groups["tasks"]["gender"]
+    assert _same(probe.weights[0], p1.weights[3], fixed + groups["tasks"]["race"])  # weights restored
+    assert _same(probe.weights[4], p1.weights[3], fixed)  # frozen again: epoch 4 left them alone
+    assert _changed(probe.weights[4], p1.weights[3], groups["tasks"]["age"])
+    assert [(e["task"], e["epoch"], e["best_epoch"], e["restore"]) for e in freezer.events] == [
+        ("gender", 2, 1, "model"), ("race", 4, 3, "task"), ("age", None, 5, "task")]  # age: at the epoch limit
+    final = {l.name: l.get_weights() for l in model.network.layers if l.weights}
+    assert _same(final, p1.weights[3], groups["tasks"]["race"])  # the epoch-3 snapshot survived the interruption
+    assert [e["epoch"] for e in freezer.epochs] == [1, 2, 3, 4, 5]
+    keras.backend.clear_session()
+
+
 # ---------------------------------------------------------------------------------------------- backbones
 
 
@@ -445,7 +604,7 @@ def test_help_explains_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--dataset", "--data-dir", "--coral-csv-dir", "--backbone", "--backbone-weights", "--method",
                    "--loss", "--early-freeze", "--no-early-freeze", "--lambda", "--smoke", "--out", "--seed",
-                   "--epochs", "--imagenet-weights", "--data-kind"):
+                   "--epochs", "--imagenet-weights", "--data-kind", "--fresh", "--deterministic"):
         assert option in text, option
     assert "Raschka-research-group" in " ".join(text.split())
 
@@ -510,7 +669,7 @@ def _reproduced(table, row, column, label="generated faces"):
 
 
 @pytest.mark.slow
-def test_smoke_cli_on_generated_utkface(utk_faces, tmp_path, capsys):
+def test_smoke_cli_on_generated_utkface(utk_faces, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert sun.main(["--dataset", "utkface", "--data-dir", str(utk_faces), "--method", "mtl", "--smoke",
                      "--out", str(out)]) == 0
@@ -549,6 +708,38 @@ def test_smoke_cli_on_generated_utkface(utk_faces, tmp_path, capsys):
     for name in ("fig4_1_age_distribution", "fig5_1_loss_vs_epoch_early_freeze"):
         assert name in mtl["figures"]
     assert any(k.startswith("loss_weights_") for k in mtl["figures"])
+    assert not list((out / "runs").rglob("train_state"))  # complete: no training state left
+    assert mtl["config"]["deterministic"] is False and records[0]["config"]["deterministic"] is False
+
+    # the same command again: the complete run is read back (same folders, records untouched), tables regenerated
+    paths = sorted((out / "runs" / "mtl_weighted_loss").glob("*/*/record.json"))
+    before = {p: p.read_bytes() for p in paths}
+    (out / "tables" / "sundriyal__table-4-10.csv").unlink()
+    assert sun.main(["--dataset", "utkface", "--data-dir", str(utk_faces), "--method", "mtl", "--smoke",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "read back, not trained again" in printed and "Epoch 1/" not in printed
+    assert sorted((out / "runs" / "mtl_weighted_loss").glob("*/*/record.json")) == paths
+    assert all(p.read_bytes() == before[p] for p in paths)
+    assert _reproduced(_table(out, "table-4-10"), "Proposed Multi-Task Learning Network", "Age MAE") == \
+        pytest.approx(mtl["metrics"]["test"]["age"]["mae_years"], abs=0.006)
+    # --fresh: a new run beside the first, whose model is trained again (stopped where training would start)
+    class Started(Exception):
+        pass
+
+    def train_one(*args, recorder, **kwargs):
+        raise Started(recorder)
+
+    monkeypatch.setattr(sun, "train_one", train_one)
+    with pytest.raises(Started) as started:
+        sun.main(["--dataset", "utkface", "--data-dir", str(utk_faces), "--method", "mtl", "--smoke", "--out", str(out),
+                  "--fresh"])
+    recorder = started.value.args[0]
+    assert not recorder.resumed and recorder.record["status"] == "running" and recorder.record["history"] == []
+    for experiment in ("utkface-protocol-smoke", "utkface-senet50_128-smoke-mtl-weighted-ef-l0.1"):
+        runs = sorted((out / "runs" / "mtl_weighted_loss" / experiment).iterdir())
+        assert len(runs) == 2 and recorder.run_id in [r.name for r in runs], runs
+    assert all(p.read_bytes() == before[p] for p in paths)
 
 
 def test_figures_5_1_and_5_2_side_by_side_from_the_other_record(tmp_path):

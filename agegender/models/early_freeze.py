@@ -51,17 +51,84 @@ validation loss can rise again, as in Figure 5.2).
 Every convergence is recorded in :attr:`EarlyFreeze.events` and every epoch in
 :attr:`EarlyFreeze.epochs` (validation losses, counters, learning rate, trainable parameter count).
 A one-task model with this callback is early stopping with best-weights restore.
+
+Resuming
+--------
+:func:`agegender.training.train` saves the state of every extra callback that has
+``get_resume_state()`` / ``set_resume_state(state)`` at each epoch end and hands it back before
+``fit`` continues after a kill. :class:`EarlyFreeze` returns (JSON): per-task best validation
+losses, best epochs and counters, the tasks still training, the per-epoch validation losses, the
+overall best, whether the shared part is frozen, the names of every layer it froze, and its
+events and per-epoch log. The weight snapshots it restores from (the whole network at the
+epochs it may go back to) are arrays: with ``state_dir`` (the run's ``train_state/`` folder,
+:attr:`agegender.records.RunRecorder.state_dir`) they are written once each, atomically, as
+``state_dir/.early_freeze/snapshot-<epoch>.npz`` (the state names them; the hidden folder is
+left alone by the trainer's clean-up and removed with ``train_state/`` when the run completes),
+and those no committed state names any more are deleted. A resumed callback, at
+``on_train_begin`` (after ``train`` has loaded the model and optimizer weights), reloads the
+snapshots, sets ``trainable = False`` on the layers it had frozen again, re-applies the task
+gate and rebuilds the training function, so the resumed epochs train exactly the layers the
+interrupted ones did. The flags are set there, not in ``set_resume_state``: the trainer builds
+the optimizer and loads the saved weights before ``fit``, and the optimizer must be built on the
+same variables as in the interrupted process (every layer trainable, as when it was first
+built), or its saved slots would not match. Without ``state_dir`` the snapshots are lost on
+resume: a restore that needs one is skipped (its event says ``"restore_lost": true``) and a
+warning is printed.
+
+Two kill windows of a few milliseconds are not fully covered: killed after the last epoch's
+state was saved but before ``on_train_end``, the resumed trainer has no epoch to fit, so
+:meth:`EarlyFreeze.end_after_resume` must be called to do the end-of-training restores (the
+Sundriyal reproduction does); killed after every task converged but before the trainer marked
+the state finished, the resumed ``fit`` runs one more epoch (only the loss weights still train)
+before the callback stops it again.
+
+:class:`ResumableReduceLROnPlateau` is Keras's ``ReduceLROnPlateau`` with the same hooks (its
+wait and cooldown counters and best value; the learning rate itself is an optimizer variable,
+restored with the weights, and set again from the state for good measure).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 
+from agegender import atomic
+
 MODES = ("freeze", "stop")
+SNAPSHOT_DIR = ".early_freeze"  # inside the training-state folder (a leading dot: the trainer leaves it alone)
+STATE_VERSION = 1
+
+
+def _num(value):
+    """A float for JSON (inf / NaN as None)."""
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _inf(value):
+    return math.inf if value is None else float(value)
+
+
+def _write_snapshot(path: Path, snap: dict) -> None:
+    """``{layer name: [arrays]}`` as one ``.npz`` (names, counts, a0, a1, ...), written atomically."""
+    names = list(snap)
+    arrays = [a for name in names for a in snap[name]]
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, names=np.array(names, dtype=str), counts=np.array([len(snap[n]) for n in names], "int64"),
+                 **{f"a{i}": np.asarray(a) for i, a in enumerate(arrays)})
+
+
+def _read_snapshot(path: Path) -> dict:
+    snap, k = {}, 0
+    with np.load(path, allow_pickle=False) as data:
+        for name, count in zip(data["names"].tolist(), data["counts"].tolist()):
+            snap[str(name)] = [data[f"a{k + j}"] for j in range(int(count))]
+            k += int(count)
+    return snap
 
 
 class EarlyFreeze(keras.callbacks.Callback):
@@ -77,11 +144,14 @@ class EarlyFreeze(keras.callbacks.Callback):
         restore_at_end: restore best states at the end of training (module docstring, "End").
         stop_when_done: stop training once every task has converged.
         log: called with a one-line message at each convergence (e.g. ``print``).
+        state_dir: the run's training-state folder, where the weight snapshots are kept for a resume
+            (module docstring, "Resuming"); None: they live in memory only.
     """
 
     def __init__(self, task_layers: Mapping[str, Sequence[str]], shared_layers: Sequence[str], *, patience: int = 5,
                  mode: str = "freeze", min_delta: float = 0.0, monitor: str = "val_{task}_loss",
-                 restore_at_end: bool = True, stop_when_done: bool = True, log: Callable[[str], None] | None = None):
+                 restore_at_end: bool = True, stop_when_done: bool = True, log: Callable[[str], None] | None = None,
+                 state_dir=None):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -94,6 +164,11 @@ class EarlyFreeze(keras.callbacks.Callback):
         self.shared_layers = list(shared_layers)
         self.patience, self.mode, self.min_delta, self.monitor = int(patience), mode, float(min_delta), monitor
         self.restore_at_end, self.stop_when_done, self.log = restore_at_end, stop_when_done, log
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self._resume: dict | None = None  # a state from set_resume_state, applied to the model at on_train_begin
+        self._written: set[str] = set()  # snapshot files known complete (written here, or named by a committed state)
+        self._saved_refs: set[str] = set()  # snapshot files named by the last state handed out
+        self.ended = False  # on_train_end has run (saved with the state: a resume knows whether it still must)
 
     # ------------------------------------------------------------------ helpers
 
@@ -114,14 +189,20 @@ class EarlyFreeze(keras.callbacks.Callback):
             snap["__weighting__"] = [np.array(w) for w in weighting.get_weights()]
         return snap
 
-    def _restore(self, epoch: int, names=None) -> None:
-        snap = self._snapshots[epoch]
+    def _restore(self, epoch: int, names=None) -> bool:
+        """Put back the snapshot of ``epoch`` (``names``: only those layers); False when it was lost."""
+        snap = self._snapshots.get(epoch)
+        if snap is None:
+            print(f"[early freeze] warning: the weights of epoch {epoch} were lost in a resume (no state_dir); "
+                  "not restored", file=sys.stderr)
+            return False
         for name, values in snap.items():
             if name == "__weighting__":
                 if names is None:
                     self.model.weighting.set_weights(values)
             elif names is None or name in names:
                 self.network.get_layer(name).set_weights(values)
+        return True
 
     def _freeze(self, names) -> list[str]:
         frozen = []
@@ -157,6 +238,9 @@ class EarlyFreeze(keras.callbacks.Callback):
                    if not self._has_layer(n)]
         if missing:
             raise ValueError(f"EarlyFreeze: the model has no layers named {missing}")
+        if self._resume is not None:
+            self._resume_model()
+            return
         self._active = list(self.tasks)
         self._best = {t: math.inf for t in self.tasks}
         self._best_epoch = {t: 0 for t in self.tasks}
@@ -168,6 +252,8 @@ class EarlyFreeze(keras.callbacks.Callback):
         self.events: list[dict] = []
         self.epochs: list[dict] = []
         self.converged: dict[str, dict] = {}
+        self._written, self._saved_refs = set(), set()  # a fresh start: no snapshot file is trusted
+        self.ended = False  # on_train_end has run
 
     def _has_layer(self, name) -> bool:
         try:
@@ -221,8 +307,10 @@ class EarlyFreeze(keras.callbacks.Callback):
                  "best_val_loss": self._best[task], "restore": None, "frozen": []}
         if self.mode == "freeze":
             if not self.shared_frozen:
-                self._restore(best)  # the whole network, at this task's best epoch
-                event["restore"] = "model"
+                # the whole network, at this task's best epoch
+                event["restore"] = "model" if self._restore(best) else None
+                if event["restore"] is None:
+                    event["restore_lost"] = True
                 event["frozen"] += self._freeze(self.shared_layers)
                 self.shared_frozen = True
                 for other in self._active:  # the model is epoch `best`'s again
@@ -230,8 +318,9 @@ class EarlyFreeze(keras.callbacks.Callback):
                         self._best[other] = self._val_history.get(best, {}).get(other, math.inf)
                         self._best_epoch[other], self._counter[other] = best, 0
             else:
-                self._restore(best, names=set(self.task_layers[task]))
-                event["restore"] = "task"
+                event["restore"] = "task" if self._restore(best, names=set(self.task_layers[task])) else None
+                if event["restore"] is None:
+                    event["restore_lost"] = True
         event["frozen"] += self._freeze(self.task_layers[task])
         self._gate(task)
         self._active.remove(task)
@@ -247,20 +336,154 @@ class EarlyFreeze(keras.callbacks.Callback):
         return event
 
     def on_train_end(self, logs=None):
+        self.ended = True
         if not self.restore_at_end or not self._active:
             return
         if self.mode == "freeze" and self.shared_frozen:
             for task in self._active:
-                self._restore(self._best_epoch[task], names=set(self.task_layers[task]))
+                done = self._restore(self._best_epoch[task], names=set(self.task_layers[task]))
                 self.events.append({"epoch": None, "task": task, "mode": "end", "best_epoch": self._best_epoch[task],
-                                    "best_val_loss": self._best[task], "restore": "task", "frozen": []})
-        elif not self.converged and self._overall_epoch in self._snapshots:
-            self._restore(self._overall_epoch)
+                                    "best_val_loss": self._best[task], "restore": "task" if done else None,
+                                    "frozen": [], **({} if done else {"restore_lost": True})})
+        elif not self.converged:
+            done = self._restore(self._overall_epoch)
             self.events.append({"epoch": None, "task": None, "mode": "end", "best_epoch": self._overall_epoch,
-                                "best_val_loss": self._overall, "restore": "model", "frozen": []})
+                                "best_val_loss": self._overall, "restore": "model" if done else None, "frozen": [],
+                                **({} if done else {"restore_lost": True})})
+
+    # ------------------------------------------------------------------ resume (agegender.training hooks)
+
+    def frozen_layers(self) -> list[str]:
+        """Every layer this callback has set to ``trainable = False``, in the order it froze them."""
+        return [name for event in getattr(self, "events", []) for name in event.get("frozen", [])]
+
+    def get_resume_state(self) -> dict:
+        """The callback's state as JSON (module docstring, "Resuming"); writes the weight snapshots to files."""
+        return {"version": STATE_VERSION, "tasks": list(self.tasks), "mode": self.mode, "patience": self.patience,
+                "active": list(self._active), "best": {t: _num(v) for t, v in self._best.items()},
+                "best_epoch": {t: int(v) for t, v in self._best_epoch.items()},
+                "counter": {t: int(v) for t, v in self._counter.items()},
+                "val_history": {str(e): dict(v) for e, v in self._val_history.items()},
+                "overall": _num(self._overall), "overall_epoch": int(self._overall_epoch),
+                "shared_frozen": bool(self.shared_frozen), "frozen_layers": self.frozen_layers(),
+                "events": self.events, "epochs": self.epochs, "converged": self.converged,
+                "ended": bool(getattr(self, "ended", False)), "snapshots": self._save_snapshots()}
+
+    def set_resume_state(self, state: dict) -> None:
+        """Take back a state of :meth:`get_resume_state`. The counters, events and log are set at once (so
+        :meth:`summary` works even when no training follows); freezing and snapshots are applied to the
+        model at the next ``on_train_begin``."""
+        if int(state.get("version", 0)) != STATE_VERSION or list(state.get("tasks", [])) != list(self.tasks):
+            raise ValueError(f"EarlyFreeze: a saved state for tasks {state.get('tasks')} (version "
+                             f"{state.get('version')}) cannot resume a callback for tasks {list(self.tasks)}")
+        self._active = [t for t in state["active"]]
+        self._best = {t: _inf(state["best"].get(t)) for t in self.tasks}
+        self._best_epoch = {t: int(state["best_epoch"][t]) for t in self.tasks}
+        self._counter = {t: int(state["counter"][t]) for t in self.tasks}
+        self._val_history = {int(e): {t: _inf(v) for t, v in values.items()}
+                             for e, values in state["val_history"].items()}
+        self._overall, self._overall_epoch = _inf(state["overall"]), int(state["overall_epoch"])
+        self.shared_frozen = bool(state["shared_frozen"])
+        self.events = [dict(e) for e in state["events"]]
+        self.epochs = [dict(e) for e in state["epochs"]]
+        self.converged = {t: dict(e) for t, e in state["converged"].items()}
+        self.ended = bool(state.get("ended", False))
+        self._snapshots = {}
+        self._resume = dict(state)
+        self._written = set((state.get("snapshots") or {}).values())  # committed with that state: complete
+        self._saved_refs = set(self._written)
+
+    def end_after_resume(self, model) -> bool:
+        """Run the end of training an interrupted process missed: when a resumed trainer had no epoch left to
+        fit (killed after the last epoch's state was saved, before ``on_train_end``), apply the resumed state
+        and do the end-of-training restores. True when it did; False when there was nothing to do."""
+        if self._resume is None or self.ended:
+            return False
+        self.set_model(model)
+        self.on_train_begin()
+        self.on_train_end()
+        return True
+
+    def _resume_model(self) -> None:
+        """Apply a resumed state to the model: snapshots back in memory, layers frozen again, gates closed."""
+        state, self._resume = self._resume, None
+        refs = state.get("snapshots")
+        folder = self.state_dir / SNAPSHOT_DIR if self.state_dir is not None else None
+        lost = []
+        for epoch, name in (refs or {}).items():
+            path = folder / name if folder is not None else None
+            if path is not None and path.is_file():
+                self._snapshots[int(epoch)] = _read_snapshot(path)
+            else:
+                lost.append(int(epoch))
+        if refs is None or lost:
+            print(f"[early freeze] warning: resumed without the weight snapshots of epochs "
+                  f"{lost if refs is not None else 'before the resume'} (no state_dir); restores to those epochs "
+                  "will be skipped", file=sys.stderr)
+        frozen = self._freeze(state.get("frozen_layers", []))
+        for task in self.converged:
+            self._gate(task)
+        if frozen:
+            self.model.make_train_function(force=True)  # fit built it before on_train_begin, with every layer
+        if self.log:
+            self.log(f"[early {'freeze' if self.mode == 'freeze' else 'stop'}] resumed after epoch "
+                     f"{self.epochs[-1]['epoch'] if self.epochs else 0}: {len(frozen)} layers frozen again; still "
+                     f"training: {', '.join(self._active) or 'none'}")
+
+    def _save_snapshots(self) -> dict | None:
+        """Write the snapshots not on disk yet; delete those neither this state nor the last one names."""
+        if self.state_dir is None:
+            return None
+        folder = self.state_dir / SNAPSHOT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        refs = {}
+        for epoch, snap in sorted(self._snapshots.items()):
+            name = f"snapshot-{epoch:04d}.npz"
+            if name not in self._written:  # an epoch's snapshot never changes once taken
+                _write_snapshot(folder / name, snap)
+                self._written.add(name)
+            refs[str(epoch)] = name
+        keep = set(refs.values()) | self._saved_refs  # the last state handed out is the committed one
+        for path in folder.glob("snapshot-*.npz"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+                self._written.discard(path.name)
+        self._saved_refs = set(refs.values())
+        return refs
 
     def summary(self) -> dict:
         """Convergence epochs, events and per-epoch log, for the run record."""
         return {"mode": self.mode, "patience": self.patience, "tasks": list(self.tasks),
                 "converged": {t: {"epoch": ev["epoch"], "best_epoch": ev["best_epoch"]} for t, ev in self.converged.items()},
                 "not_converged": list(self._active), "events": self.events, "epochs": self.epochs}
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """Keras's ``ReduceLROnPlateau`` whose state survives a resume (:func:`agegender.training.train` hooks).
+
+    Keras resets ``wait``, ``cooldown_counter`` and ``best`` at ``on_train_begin``; a resumed run
+    would then wait ``patience`` epochs afresh before lowering the learning rate. This subclass
+    saves them (and the learning rate) and puts them back after that reset.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resume: dict | None = None
+
+    def get_resume_state(self) -> dict:
+        lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate) if self.model is not None else None
+        return {"wait": int(self.wait), "cooldown_counter": int(self.cooldown_counter),
+                "best": None if self.best is None else _num(self.best),
+                "learning_rate": None if lr is None else float(lr)}
+
+    def set_resume_state(self, state: dict) -> None:
+        self._resume = dict(state)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        state, self._resume = self._resume, None
+        if state:
+            self.wait, self.cooldown_counter = int(state["wait"]), int(state["cooldown_counter"])
+            self.best = None if state.get("best") is None else float(state["best"])
+            if state.get("learning_rate") is not None:
+                self.model.optimizer.learning_rate = float(state["learning_rate"])
