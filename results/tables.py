@@ -54,6 +54,15 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
 
 
+def _verdict(share: float) -> str:
+    """A checked claim's cells are 1 (holds) or 0 (does not hold); their mean over runs, in words."""
+    if share >= 1:
+        return "holds"
+    if share <= 0:
+        return "does not hold"
+    return f"holds in {share:.0%} of runs"
+
+
 def reproduced_cells(records: list[dict]) -> pd.DataFrame:
     """One row per (paper, table, row, column, data kind) with mean, std and n over the records."""
     rows = []
@@ -99,13 +108,17 @@ def build_table(published: pd.DataFrame, reproduced: pd.DataFrame) -> pd.DataFra
         pub_text = pub["value"] if pub else "—"
         pub_num = pub["value_num"] if pub else float("nan")
         pub_note = pub["note"] if pub and isinstance(pub["note"], str) else ""
+        claim = pub_text == "stated"  # a conclusion the paper states: the runs say whether it holds
         if not rep:
-            lines.append([row, column, pub_text, "", "", 0, "not yet", pub_note])
+            lines.append([row, column, pub_text, "not run" if claim else "", "", 0, "not yet", pub_note])
             continue
         for r in rep:
-            text = _fmt(r["mean"], unit)
-            if r["n"] > 1 and math.isfinite(r["std"]):
-                text += f" ± {_fmt(r['std'], unit)}"
+            if claim:
+                text = _verdict(r["mean"])
+            else:
+                text = _fmt(r["mean"], unit)
+                if r["n"] > 1 and math.isfinite(r["std"]):
+                    text += f" ± {_fmt(r['std'], unit)}"
             delta = r["mean"] - pub_num if math.isfinite(pub_num) else float("nan")
             notes = "; ".join(n for n in (pub_note, r["note"]) if n)
             lines.append([row, column, pub_text, text, _fmt(delta, unit), int(r["n"]),

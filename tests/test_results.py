@@ -85,3 +85,21 @@ def test_cli_regenerates(tmp_path, capsys):
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--readme",
                  str(tmp_path / "R.md")]) == 0
     assert "from 1 run records" in capsys.readouterr().out
+
+
+def test_stated_claims_read_as_words():
+    import pandas as pd
+
+    from results.tables import build_table
+
+    published = pd.DataFrame([{"row": "3 > 5 > 10", "column": "Section 5.1", "value": "stated", "value_num": float("nan"),
+                               "unit": "accuracy", "note": ""},
+                              {"row": "multi-source lowest", "column": "Section 5.4", "value": "stated",
+                               "value_num": float("nan"), "unit": "accuracy", "note": ""}])
+    reproduced = pd.DataFrame([{"row": "3 > 5 > 10", "column": "Section 5.1", "unit": "accuracy", "data": "generated",
+                                "mean": 0.5, "std": 0.7, "n": 2, "note": ""}])
+    table = build_table(published, reproduced).set_index("row")
+    assert table.loc["3 > 5 > 10", "reproduced"] == "holds in 50% of runs"
+    assert table.loc["multi-source lowest", "reproduced"] == "not run"
+    one = build_table(published.iloc[:1], reproduced.assign(mean=1.0, n=1)).iloc[0]
+    assert one["reproduced"] == "holds" and one["delta"] == ""
