@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DATA_DIR ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: help install demo test test-fast tables audit-sample clean
 
@@ -23,11 +24,11 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install  ## generate faces; run the dual-task CNN and the Adience multi-task CNN at smoke scale (< 5 min on 2 cores)
 	$(PY) -m agegender.demo --out build/demo
 
-test: install  ## run the whole test suite (slow tests included; < 15 min on 2 cores)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install  ## run the whole test suite in TEST_WORKERS processes (slow tests included; about 8 min on 2 cores)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: install  ## run the tests that do not train or touch thousands of files
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 tables: install  ## regenerate results/tables and results/README.md from run records and published figures
 	$(PY) -m results

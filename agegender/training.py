@@ -109,8 +109,10 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
         callbacks.append(early)
     if recorder is not None:
         checkpoint = keras.callbacks.ModelCheckpoint(str(recorder.model_path), monitor=monitor, save_best_only=True)
-        callbacks += [checkpoint, recorder.keras_callback()]
+        callbacks.append(checkpoint)
     callbacks.extend(extra_callbacks)
+    if recorder is not None:  # after the extra callbacks: keys they add to the logs (learning_rate) are recorded
+        callbacks.append(recorder.keras_callback())
     state = _callback_classes()["TrainingState"](state_dir, guard=guard, early_stopping=early, checkpoint=checkpoint,
                                                  others=list(extra_callbacks))
     callbacks.append(state)  # last: it saves what the others have updated at each epoch end
