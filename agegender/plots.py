@@ -14,7 +14,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path) -> Path:
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed), for reproductions' own figures."""
+    return plt
+
+
+def save_figure(fig, path) -> Path:
+    """Lay out, write ``fig`` as a PNG at ``path`` (folders created), close it; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -41,7 +47,7 @@ def learning_curves(history: list[dict], path, title: str = "") -> Path:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(matrix, labels, path, title: str = "") -> Path:
@@ -56,7 +62,7 @@ def confusion_matrix(matrix, labels, path, title: str = "") -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def age_scatter(true_age, predicted_age, path, title: str = "") -> Path:
@@ -70,4 +76,4 @@ def age_scatter(true_age, predicted_age, path, title: str = "") -> Path:
     ax.set_xlabel("true age (years)")
     ax.set_ylabel("predicted age (years)")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

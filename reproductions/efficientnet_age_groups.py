@@ -591,21 +591,15 @@ def claims_markdown(claims: dict, study: str) -> str:
 
 
 def _plt():
-    import matplotlib
+    from agegender.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    from agegender.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def bar_figure(values: dict, rows: list[str], columns: list[str], path, title: str, ylabel: str = "validation "

@@ -705,21 +705,15 @@ def model_build_cells(keys=("resnet50", "senet50_128")) -> list[dict]:
 
 
 def _plt():
-    import matplotlib
+    from agegender.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    from agegender.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def plot_loss_weights(history: list[dict], tasks, path, title: str) -> Path:
@@ -1025,27 +1019,11 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
             "seconds": time.time() - t0}
 
 
-def _published() -> dict:
-    from results.catalogue import load_published
-
-    pub = load_published(PAPER)
-    return {(t, r, c): v for t, r, c, v in zip(pub["table"], pub["row"], pub["column"], pub["value"])}
-
-
 def format_cells(cells: list[dict]) -> str:
     """This run's reproduced cells next to the published values, one line each."""
-    published = _published()
-    order = {key: i for i, key in enumerate(published)}
-    rows = [("table", "row", "column", "published", "this run")]
-    for cell in sorted(cells, key=lambda c: (order.get((c["table"], c["row"], c["column"]), len(order)),
-                                             c["table"], c["row"], c["column"])):
-        value = cell["value"]
-        text = f"{value:,.0f}" if cell.get("unit") in ("count", "epochs", "pixels") else (
-            f"{value:.2f}" if cell.get("unit") in ("percent", "mae-years") else f"{value:.4g}")
-        rows.append((cell["table"], cell["row"], cell["column"],
-                     str(published.get((cell["table"], cell["row"], cell["column"]), "—")), text))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    from results.tables import format_cells as side_by_side
+
+    return side_by_side(cells, PAPER)
 
 
 # ----------------------------------------------------------------------------------------------

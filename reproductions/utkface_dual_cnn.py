@@ -471,21 +471,15 @@ def protocol_cells(split, n_images: int, exp: SpezialiExperiment, model) -> list
 
 
 def _plt():
-    import matplotlib
+    from agegender.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    from agegender.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def plot_split(split, folder) -> dict[str, Path]:
@@ -868,31 +862,11 @@ def _write_iterations(rows: list[dict], path) -> Path:
     return Path(path)
 
 
-def _published() -> dict:
-    from results.catalogue import load_published
-
-    pub = load_published()
-    pub = pub[pub["paper"] == PAPER]
-    return {(t, r, c): v for t, r, c, v in zip(pub["table"], pub["row"], pub["column"], pub["value"])}
-
-
 def format_cells(cells: list[dict]) -> str:
     """This run's reproduced cells next to the published values, one line each."""
-    published = _published()
-    order = {key: i for i, key in enumerate(published)}
-    tables: dict = {}
-    for i, (table, _, _) in enumerate(published):
-        tables.setdefault(table, i)
-    rows = [("table", "row", "column", "published", "this run")]
-    for cell in sorted(cells, key=lambda c: (tables.get(c["table"], len(order)),
-                                             order.get((c["table"], c["row"], c["column"]), len(order)))):
-        value = cell["value"]
-        text = f"{value:,.0f}" if cell.get("unit") in ("count", "epochs", "pixels") else (
-            f"{value:.1f}" if cell.get("unit") in ("seconds", "percent") else f"{value:.4g}")
-        rows.append((cell["table"], cell["row"], cell["column"],
-                     str(published.get((cell["table"], cell["row"], cell["column"]), "—")), text))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    from results.tables import format_cells as side_by_side
+
+    return side_by_side(cells, PAPER)
 
 
 # ----------------------------------------------------------------------------------------------

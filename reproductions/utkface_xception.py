@@ -446,21 +446,15 @@ def protocol_cells(samples, frame, split, exp: DeyExperiment) -> list[dict]:
 
 
 def _plt():
-    import matplotlib
+    from agegender.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    from agegender.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def _describe(age_years: float, ethnicity: int, gender: int) -> str:

@@ -63,6 +63,29 @@ def _verdict(share: float) -> str:
     return f"holds in {share:.0%} of runs"
 
 
+def format_cells(cells: list[dict], paper: str) -> str:
+    """One run's reproduced cells next to ``paper``'s published values, one aligned line each (for a console)."""
+    from results.catalogue import load_published
+
+    pub = load_published(paper)
+    published = {(t, r, c): v for t, r, c, v in zip(pub["table"], pub["row"], pub["column"], pub["value"])}
+    order = {key: i for i, key in enumerate(published)}
+    tables: dict = {}
+    for i, (table, _, _) in enumerate(published):
+        tables.setdefault(table, i)
+    rows = [("table", "row", "column", "published", "this run")]
+    for cell in sorted(cells, key=lambda c: (tables.get(c["table"], len(order)),
+                                             order.get((c["table"], c["row"], c["column"]), len(order)),
+                                             c["table"], str(c["row"]), str(c["column"]))):
+        value, unit = cell["value"], cell.get("unit")
+        text = f"{value:,.0f}" if unit in ("count", "epochs", "pixels") else (
+            f"{value:.2f}" if unit in ("seconds", "percent", "mae-years", "years") else f"{value:.4g}")
+        rows.append((cell["table"], str(cell["row"]), str(cell["column"]),
+                     str(published.get((cell["table"], cell["row"], cell["column"]), "—")), text))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def reproduced_cells(records: list[dict]) -> pd.DataFrame:
     """One row per (paper, table, row, column, data kind) with mean, std and n over the records."""
     rows = []
