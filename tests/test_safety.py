@@ -145,10 +145,8 @@ def test_no_lambda_in_the_source():
 def _reproduction_models():
     from agegender.models.dual_cnn import build_dual_cnn
     from agegender.models.levi_hassner import build_levi_hassner
-    from agegender.models.small_cnn import build_small_cnn
     from agegender.models.xception_transfer import build_xception_multitask
 
-    yield "small_cnn", lambda: build_small_cnn(32)
     for variant in ("age", "gender", "dual"):
         yield f"dual_cnn/{variant}", lambda v=variant: build_dual_cnn(v, input_size=32)
     for task in ("gender", "age", "multitask"):
