@@ -16,7 +16,8 @@ printout puts every reproduced score next to its chance level (majority class, m
 both models must clearly beat it. These are numbers on generated faces: they show that the
 path learns, not what the papers' models reach on real data.
 
-    python -m agegender.demo --out build/demo            # about 3-4 minutes on 2 idle cores
+    python -m agegender.demo --out build/demo            # about 3 minutes on 2 idle cores
+    python -m agegender.demo --fresh                     # a rerun reads the finished runs back; this retrains
 """
 
 from __future__ import annotations
@@ -82,8 +83,12 @@ def _generate(layout: str, root: Path, n: int, seed: int, size: int) -> None:
     synthesize(layout, root, n, seed, size=size)
 
 
-def run_demo(demo: DemoExperiment, out: Path, *, verbose: int | str = 2, log=print) -> dict:
-    """Run both parts; return their test metrics with chance levels, and the paths written."""
+def run_demo(demo: DemoExperiment, out: Path, *, verbose: int | str = 2, log=print, fresh: bool = False) -> dict:
+    """Run both parts; return their test metrics with chance levels, and the paths written.
+
+    Like every reproduction, a rerun reads complete runs back (and resumes an interrupted one);
+    ``fresh`` trains again.
+    """
     import reproductions.adience_levi as adience
     import reproductions.utkface_dual_cnn as speziali
 
@@ -97,7 +102,7 @@ def run_demo(demo: DemoExperiment, out: Path, *, verbose: int | str = 2, log=pri
 
     log("[demo] 1/2 Speziali: the dual-task CNN (age regression + gender) on the UTKFace layout")
     spz = speziali.run(utk_root, speziali_experiment(demo), networks=("dual",), out=out,
-                       data_kind_override="generated", verbose=verbose, log=log)
+                       data_kind_override="generated", verbose=verbose, log=log, fresh=fresh)
     dual = spz["metrics"]["dual"]["test"]
 
     log("[demo] 2/2 Jørgensen: the reduced Levi-Hassner multi-task CNN (8 age groups + gender) on the Adience layout")
@@ -111,7 +116,7 @@ def run_demo(demo: DemoExperiment, out: Path, *, verbose: int | str = 2, log=pri
     fold = adience.run_fold(exp, demo.adience_fold, split, runs_dir=out / "runs", data_info=data_info,
                             run_id=f"{spz['run_id']}-fold{demo.adience_fold}", protocol="folds",
                             precision=configure_precision("auto"),
-                            verbose=verbose)
+                            verbose=verbose, fresh=fresh)
     levi = fold["metrics"]["test"]
     generate(out / "runs", out / "tables", out / "README.md")
 
@@ -150,9 +155,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=DemoExperiment.seed,
                         help="seed of the generated faces, the splits and the weights (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch Keras lines")
+    parser.add_argument("--fresh", action="store_true",
+                        help="train again; by default a rerun reads the complete runs in --out back (seconds) and "
+                             "resumes an interrupted one")
     args = parser.parse_args(argv)
     demo = dataclasses.replace(DemoExperiment(), seed=args.seed)
-    result = run_demo(demo, Path(args.out), verbose=0 if args.quiet else 2)
+    result = run_demo(demo, Path(args.out), verbose=0 if args.quiet else 2, fresh=args.fresh)
     m = result["metrics"]
     print("\n[demo] test faces (generated), reproduced vs chance:")
     print(f"  dual-task CNN  gender accuracy {m['dual_gender_accuracy']:.3f}  (majority class "

@@ -77,3 +77,8 @@ def test_demo_writes_records_tables_figures_and_models(tmp_path):
         found = summary["results"][0]["faces"][0]
         assert found["gender"] in ("male", "female") and 0 <= found["gender_prob"] <= 1
         assert np.isfinite(found["age"]) and found["age"] >= 0
+
+    # a rerun reads the complete runs back instead of training again; the numbers are the same
+    again = run_demo(demo, tmp_path, verbose=0, log=lambda *a: None)
+    assert again["records"] == result["records"] and again["metrics"] == result["metrics"]
+    assert json.loads(result["records"]["dual"].read_text())["history"] == dual["history"]
