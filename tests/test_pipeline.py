@@ -96,3 +96,80 @@ def test_unknown_target_column(tmp_path):
     frame = normalize_frame(_images(tmp_path, n=2))
     with pytest.raises(KeyError, match="Young"):
         build_dataset(frame, {"young": Target("Young", "binary")}, image_size=8)
+
+
+def test_cache_goes_to_disk_when_the_decoded_images_exceed_the_budget(tmp_path, monkeypatch, capsys):
+    import glob
+
+    import pandas as pd
+    from PIL import Image
+
+    from agegender.data.pipeline import Target, build_dataset, memory_cache_budget
+
+    for i in range(6):
+        Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(tmp_path / f"{i}.jpg")
+    frame = pd.DataFrame({"path": sorted(str(p) for p in tmp_path.glob("*.jpg")), "age": 30.0})
+    monkeypatch.setenv("AGEGENDER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("AGEGENDER_CACHE_GB", str(6 * 16 * 16 * 3 / 2**30))  # exactly fits: memory
+    assert memory_cache_budget() == 6 * 16 * 16 * 3
+    small = [b[0].numpy() for b in build_dataset(frame, {"age": Target("age", "regression")}, image_size=16)]
+    assert not glob.glob(str(tmp_path / "agegender-cache-*"))
+    monkeypatch.setenv("AGEGENDER_CACHE_GB", str(5 * 16 * 16 * 3 / 2**30))  # one image short: disk
+    ds = build_dataset(frame, {"age": Target("age", "regression")}, image_size=16)
+    assert "caching on disk" in capsys.readouterr().err
+    first, second = [[b[0].numpy() for b in ds] for _ in range(2)]
+    assert glob.glob(str(tmp_path / "agegender-cache-*" / "images*"))  # the cache files exist on disk
+    for a, b, c in zip(small, first, second):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"exif": b"Exif\x00\x00" + b"\x00" * 60_000},
+                                     {"subsampling": 0, "quality": 100}, {"optimize": True, "restart_marker_rows": 1}])
+def test_jpeg_header_size_matches_pillow(tmp_path, options):
+    from agegender.data.pipeline import _header_size
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "face.jpg"
+    save = dict(options)
+    restart = save.pop("restart_marker_rows", None)
+    if restart:
+        save["restart_marker_rows"] = restart
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(path, **save)
+    head = path.read_bytes()[:65_536]
+    assert _header_size("jpeg", head) == (53, 37)
+    assert _header_size("jpeg", head[:100]) is None  # the frame header lies past the bytes read: Pillow decides
+    assert check_images([path]).ok.tolist() == [True]
+
+
+def test_augmentation_is_per_image_and_reproducible(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    for i in range(32):
+        Image.fromarray(image).save(tmp_path / f"{i:02d}.png")
+    frame = pd.DataFrame({"path": sorted(str(p) for p in tmp_path.glob("*.png")), "age": 30.0})
+
+    def epoch(seed):
+        ds = build_dataset(frame, {"age": Target("age", "regression")}, image_size=16, load_size=24, batch_size=32,
+                           training=True, augment=Augment(flip=True), seed=seed, pixel_scale=1.0)
+        return next(iter(ds))[0].numpy()
+
+    a, b, c = epoch(0), epoch(0), epoch(1)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0
+    # every view is a 16-pixel crop of the one source image, some mirrored, and the views differ
+    views = {tuple(v.ravel()) for v in a}
+    assert len(views) > 8
+    crops = {(t, l, f) for t in range(9) for l in range(9) for f in (0, 1)}
+    found = set()
+    for view in a:
+        for t, l, f in crops:
+            crop = image[t:t + 16, l:l + 16]
+            if np.array_equal(view, crop[:, ::-1] if f else crop):
+                found.add(f)
+                break
+        else:
+            raise AssertionError("a training view is not a crop of the image")
+    assert found == {0, 1}

@@ -122,11 +122,29 @@ def test_matmul_resize_equals_tf_resize():
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    for height, width, size in [(512, 512, 227), (37, 211, 64), (13, 13, 227), (200, 200, 200), (300, 451, 128)]:
+    for height, width, size in [(512, 512, 227), (37, 211, 64), (13, 13, 227), (200, 200, 200), (300, 451, 128),
+                                (200, 200, 128), (150, 250, 160), (255, 90, 128)]:  # the last three: bilinear
         image = tf.constant(rng.integers(0, 256, (height, width, 3)).astype(np.uint8))
         a = resize_uint8(image, size).numpy().astype(int)
         b = resize_uint8(image, size, method="matmul").numpy().astype(int)
         assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
+
+
+def test_resize_antialiases_from_a_factor_of_two():
+    import tensorflow as tf
+
+    from agegender.preprocess import ANTIALIAS_FROM
+
+    rng = np.random.default_rng(2)
+    for height, width, size in [(200, 200, 128), (255, 90, 128), (256, 256, 128), (816, 816, 227), (64, 64, 128)]:
+        image = tf.constant(rng.integers(0, 256, (height, width, 3)).astype(np.uint8))
+        antialias = max(height, width) >= ANTIALIAS_FROM * size
+        reference = tf.image.resize(image, (size, size), antialias=antialias)
+        expected = tf.cast(tf.clip_by_value(tf.round(reference), 0, 255), tf.uint8).numpy()
+        np.testing.assert_array_equal(resize_uint8(image, size).numpy(), expected)
+        other = tf.image.resize(image, (size, size), antialias=not antialias)
+        if size < max(height, width):  # a downscale: the two kernels differ, so the test can tell them apart
+            assert np.abs(tf.round(other).numpy() - expected).max() > 0
 
 
 def test_tta_views_order_and_count():
