@@ -6,13 +6,13 @@ Formats
     A TensorFlow SavedModel folder. Signature ``serving_default`` (also ``serve``) takes
     ``images``: uint8 RGB face crops ``[batch, height, width, 3]`` of any size (one size per
     call) and returns the raw head outputs under the model's output names plus the decoded
-    values (below). Preprocessing inside: ``tf.image.resize(antialias=True)`` to ``load_size``,
+    values (below). Preprocessing inside: :func:`agegender.preprocess.resize_uint8` to ``load_size``,
     round to uint8, centre crop to ``input_size``, ``* pixel_scale + pixel_offset``: the
     evaluation pipeline's ops (:mod:`agegender.preprocess`).
 ``tflite``
     A ``.tflite`` file with the same signature (``serving_default``; inputs of any size: the
     interpreter's signature runner resizes the input tensor). The resize is the
-    matrix-product form of the same antialiased resize (TensorFlow Lite builtin ops only; at
+    matrix-product form of the same resize (TensorFlow Lite builtin ops only; at
     most 1 grey level from the SavedModel's after rounding). Float32 weights, no quantisation.
 ``onnx`` (optional)
     Via ``tf2onnx`` when it is installed (``pip install tf2onnx``), from the same graph as
@@ -102,7 +102,8 @@ def _sidecar(spec: Preprocessing, model, fmt: str, resize: str, source) -> dict:
         "input": {"name": "images", "dtype": "uint8", "shape": [None, None, None, 3],
                   "meaning": "RGB face crops (one size per call), cropped from photos as "
                              "agegender.predict.crop_face does with preprocessing.face"},
-        "resize": "tf.image.resize antialias" if resize == "tf" else "antialiased resize as matrix products",
+        "resize": "tf.image.resize, antialiased from a 2x downscale" if resize == "tf" else
+            "the same triangle-kernel resize as matrix products",
         "outputs": {"raw": [f"raw_{n}" for n in output_names(model)],
                     "decoded": sorted(k for k in _decoded_names(spec))},
         "labels": {role: list(head.labels) for role, head in spec.heads.items() if head.labels},

@@ -13,12 +13,13 @@ The image functions are TensorFlow ops, so one implementation serves every calle
   then :func:`centre_crop` and :func:`scale_pixels` (:func:`to_model_input` does both);
 - ``python -m agegender predict``: :func:`preprocess_faces` on uint8 crops of any size;
 - ``python -m agegender export``: the same functions inside the serving graph
-  (``resize="matmul"`` there: the antialiased resize written as two matrix products, built
-  from TensorFlow Lite builtin ops only; it equals ``tf.image.resize(..., antialias=True)`` up
-  to float rounding, i.e. at most 1 grey level after rounding to uint8).
+  (``resize="matmul"`` there: the same resize written as two matrix products, built from
+  TensorFlow Lite builtin ops only; it equals ``tf.image.resize`` up to float rounding, i.e. at
+  most 1 grey level after rounding to uint8).
 
 The eval-time order of ``build_dataset`` is: decode to uint8 RGB -> ``tf.image.resize`` to
-``load_size`` x ``load_size`` (bilinear, antialiased; the aspect ratio is not kept) -> round,
+``load_size`` x ``load_size`` (bilinear, antialiased from a 2x downscale on: :data:`ANTIALIAS_FROM`;
+the aspect ratio is not kept) -> round,
 clip to 0-255, uint8 -> centre crop ``input_size`` (offset ``(load - input) // 2``) -> float32
 ``* pixel_scale`` (+ ``pixel_offset``). :func:`preprocess_faces` does exactly that.
 """

@@ -31,18 +31,20 @@ def test_pipeline_benchmark_reports_the_four_rates(jpegs, tmp_path):
     assert result["machine"]["cpu_count"] >= 1
 
 
-def test_train_benchmark_on_cpu_is_float32_only_and_says_so(tmp_path):
+def test_train_benchmark_on_cpu_is_float32_only_and_says_so(jpegs, tmp_path):
     import tensorflow as tf
 
     from agegender.bench import bench_train, markdown
 
-    result = bench_train("dual_cnn", batch=2, steps=1, size=16)
+    result = bench_train("dual_cnn", batch=4, steps=2, size=16, data_dir=jpegs)
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible: all three modes run")
     assert [r["mode"] for r in result["rows"]] == ["float32"] and "no GPU" in result["note"]
-    assert result["rows"][0]["img_s"] > 0
+    row = result["rows"][0]
+    assert row["img_s"] > 0 and row["pipeline_img_s"] > 0
+    assert row["input_bound"] == (row["pipeline_img_s"] < 0.9 * row["img_s"])
     table = markdown([result])
-    assert "| dual_cnn | 16 | 2 | float32 |" in table
+    assert "| dual_cnn | 16 | 4 | float32 |" in table
 
 
 def test_unknown_model_and_empty_folder_fail_clearly(tmp_path, capsys):
