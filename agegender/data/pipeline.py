@@ -243,7 +243,8 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
 
     frame = samples.frame if isinstance(samples, Samples) else samples
     frame = frame.reset_index(drop=True)
-    if check and len(frame):
+    prepared = "prepared_name" in frame.columns and len(frame) and frame["prepared_name"].notna().all()
+    if check and len(frame) and not prepared:  # prepared data was checked when it was prepared
         checked = check_images(frame["path"])
         if report is not None:
             report.extend(checked.skipped)
@@ -265,13 +266,27 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     options = tf.data.Options()
     options.deterministic = True
     paths = frame["path"].astype(str).to_numpy()
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels, weights))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if prepared:
+        # TFDS records stream in storage order; labels follow each image by its row in the frame
+        from agegender.data.prepared import image_dataset
+
+        label_table = tf.nest.map_structure(tf.constant, (labels, weights))
+
+        def load_prepared(row, data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+            label, weight = tf.nest.map_structure(lambda t: tf.gather(t, row), label_table)
+            return resize_uint8(image, load_size), label, weight
+
+        ds = image_dataset(frame).map(load_prepared, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels, weights))
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=False)  # second line of defence: check_images already reported bad files
     # A file that decodes in no way is replaced by a blank sample of weight 0 (found and reported once),
     # so the size below always holds: a known size lets Keras end epochs without an empty extra step,
     # which would skew per-task losses, and a short epoch would stop training.
-    ds = ds.concatenate(_padding(ds.element_spec, paths, report)).take(len(frame))
+    ds = ds.concatenate(_padding(ds.element_spec, [] if prepared else paths, report, len(frame)))
+    ds = ds.take(len(frame))
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(frame)))
     if cache:
         ds = ds.cache(_cache_file(len(frame) * load_size * load_size * 3) if cache is True else str(cache))
@@ -319,9 +334,10 @@ def _cache_file(nbytes: int) -> str:
     return os.path.join(folder, "images")
 
 
-def _padding(spec, paths, report: list | None):
-    """Blank weight-0 samples that stand in for files TensorFlow failed to decode; the first one
-    finds those files (a decode pass over ``paths`` in Python), reports them and warns once."""
+def _padding(spec, paths, report: list | None, rows: int):
+    """Up to ``rows`` blank weight-0 samples that stand in for files TensorFlow failed to decode; the
+    first one finds those files (a decode pass over ``paths`` in Python; none for prepared data),
+    reports them and warns once."""
     import tensorflow as tf
 
     done = []
@@ -337,6 +353,11 @@ def _padding(spec, paths, report: list | None):
                 except (tf.errors.OpError, ValueError) as err:
                     message = _tf_message(err)
                     bad.append({"file": str(path), "reason": f"TensorFlow cannot decode it ({message})"})
+            if not len(paths):
+                print("warning: some rows of the prepared (TFDS) data gave no decodable image; each replaced by a "
+                      "blank sample of weight 0 (prepare the data again if its source files changed)",
+                      file=sys.stderr, flush=True)
+                return 0
             if report is not None:
                 report.extend(bad)
             names = "; ".join(f"{b['file']} ({b['reason']})" for b in bad[:3]) + (" ..." if len(bad) > 3 else "")
@@ -350,7 +371,7 @@ def _padding(spec, paths, report: list | None):
             return tf.nest.map_structure(lambda s: tf.zeros([d if d is not None else 1 for d in s.shape], s.dtype),
                                          spec)
 
-    return tf.data.Dataset.range(len(paths)).map(blank)
+    return tf.data.Dataset.range(rows).map(blank)
 
 
 def _tf_message(err) -> str:
