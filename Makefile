@@ -51,14 +51,28 @@ reproduce-utkface-dual: install  ## Speziali: dual- vs single-task CNNs on UTKFa
 	@test -n "$(DATA_DIR)" || { echo "error: set DATA_DIR to the UTKFace folder: make reproduce-utkface-dual DATA_DIR=~/data/UTKFace"; exit 2; }
 	$(PY) -m reproductions.utkface_dual_cnn --data-dir "$(DATA_DIR)" $(REPRO_ARGS)
 
+DATASET ?=
+TFDS_DIR ?= build/tfds
+.PHONY: prepare
+prepare: install  ## prepare DATASET (utkface, adience, celeba, imdb_wiki) from DATA_DIR once as TFDS records in TFDS_DIR (default build/tfds); reproductions read them with --tfds-dir
+	@test -n "$(DATASET)" -a -n "$(DATA_DIR)" || { echo "error: make prepare DATASET=utkface DATA_DIR=~/data/UTKFace [TFDS_DIR=build/tfds]"; exit 2; }
+	$(PY) -m agegender.data prepare $(DATASET) --data-dir "$(DATA_DIR)" --tfds-dir "$(TFDS_DIR)"
+
 BENCH_ARGS ?=
-.PHONY: bench
-bench: install  ## measure the input pipeline against the JPEG decode limit, training steps per precision, predict latency; writes results/bench/
+BENCH_MODELS ?= levi_multitask dual_cnn xception_transfer efficientnet_b4
+.PHONY: bench bench-scale
+bench: install  ## measure the input pipeline against the JPEG decode limit, training steps per precision (4 models), predict latency; writes results/bench/ (about 15 min on 2 CPU cores)
 	@mkdir -p results/bench
 	$(PY) -m agegender.bench pipeline --json results/bench/pipeline.json $(BENCH_ARGS)
-	$(PY) -m agegender.bench train --model levi_multitask --json results/bench/train_levi_multitask.json
-	$(PY) -m agegender.bench train --model dual_cnn --json results/bench/train_dual_cnn.json
+	$(PY) -m agegender.bench pipeline --size 200 --json results/bench/pipeline_no_resize.json $(BENCH_ARGS)
+	for m in $(BENCH_MODELS); do $(PY) -m agegender.bench train --model $$m --json results/bench/train_$$m.json || exit 1; done
 	$(PY) -m agegender.bench predict --json results/bench/predict_latency.json
+	$(PY) -m agegender.bench report results/bench/*.json --out results/bench/README.md
+
+bench-scale: install  ## audit/prepare/first-epoch time at 1k, 5k, 20k generated faces and peak memory on a 50k CelebA layout (about 40 min on 2 CPU cores; needs ~6 GB of disk under build/)
+	@mkdir -p results/bench
+	$(PY) -m agegender.bench scale --json results/bench/scale.json
+	$(PY) -m agegender.bench memory --json results/bench/memory.json
 	$(PY) -m agegender.bench report results/bench/*.json --out results/bench/README.md
 
 TRANSFER_ARGS ?=

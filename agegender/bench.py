@@ -21,6 +21,9 @@ on the machine, so each measurement also reports the process CPU time per image
 built and read once so that process-wide start-up (TensorFlow's XLA service, tf.data threads) is
 not billed to it; the timed epoch still pays its own tracing and compilation.
 
+``scale`` and ``memory`` run :mod:`agegender.bench_scale` (cost growth with the number of images,
+peak memory of TFDS preparation and reading).
+
 ``python -m agegender.bench train --model NAME`` times training steps (images/s, ms per step)
 of a model of the suite in float32, ``mixed_float16`` and ``mixed_float16`` + XLA
 (``jit_compile=True``). Without a GPU only float32 runs (mixed float16 is slower than float32
@@ -30,7 +33,9 @@ on CPU), and the output says so.
     python -m agegender.bench pipeline --data-dir DIR --n 3000 --size 128 --json out.json
     python -m agegender.bench train --model dual_cnn --steps 20
     python -m agegender.bench predict [--model RUN_DIR]         # batch-1 CPU latency of detection + prediction
-    make bench                                              # both, into results/bench/
+    python -m agegender.bench scale [--sizes 1000 5000 20000]   # audit / TFDS prepare / first epoch vs n
+    python -m agegender.bench memory [--n 50000]                # peak memory of prepare and reading (CelebA)
+    make bench; make bench-scale                            # into results/bench/ (JSON and README.md)
 """
 
 from __future__ import annotations
@@ -329,6 +334,32 @@ def markdown(results: list[dict]) -> str:
                 lines.append(f"| {r['data']} | {r['images']} | {r['size']} | {c['decode_limit']} | "
                              f"{c['decode_resize_limit']} | {c['first_epoch']} | {c['cached']} |")
         lines.append("")
+    scales = [r for r in results if r["benchmark"] == "scale"]
+    for r in scales:
+        lines += [f"## Cost growth ({r['source']} layout, generated faces, {r['size']} px)", "",
+                  "| images | audit (s) | TFDS prepare (s) | first epoch from TFDS (s) | audit ms/img | prepare ms/img "
+                  "| epoch ms/img |", "|---|---|---|---|---|---|---|"]
+        for row in r["rows"]:
+            lines.append(f"| {row['n']:,} | {row['audit_s']} | {row['prepare_s']} | {row['first_epoch_s']} | "
+                         f"{row['audit_ms_per_image']} | {row['prepare_ms_per_image']} | "
+                         f"{row['first_epoch_ms_per_image']} |")
+        lines += ["", "Linear fit `time = a + b·n` per phase:", "",
+                  "| phase | a (s) | b (ms/img) | R² | per-image cost, largest n / smallest n |", "|---|---|---|---|---|"]
+        for phase, fit in r["linearity"].items():
+            lines.append(f"| {phase} | {fit.get('intercept_s', '-')} | {fit.get('slope_ms_per_image', '-')} | "
+                         f"{fit.get('r2', '-')} | {fit['per_image_ratio_largest_vs_smallest']} |")
+        lines.append("")
+    memories = [r for r in results if r["benchmark"] == "memory"]
+    for r in memories:
+        lines += [f"## Peak memory, {r['n']:,} generated {r['source']} faces ({r['image_shape'][1]}x"
+                  f"{r['image_shape'][0]} JPEG, read at {r['size']} px)", "",
+                  "| process | peak RSS (MB) | over the baseline (MB) | seconds |", "|---|---|---|---|",
+                  f"| import TensorFlow + TFDS only | {r['baseline_peak_mb']} | 0 | - |",
+                  f"| TFDS prepare | {r['prepare_peak_mb']} | {r['prepare_growth_mb']} | {r['prepare_s']} |",
+                  f"| one training epoch from TFDS | {r['read_peak_mb']} | {r['read_growth_mb']} | {r['read_s']} |", "",
+                  f"For scale: all images decoded {r['decoded_mb']:.0f} MB, resized to {r['size']} px "
+                  f"{r['resized_mb']:.0f} MB, JPEG files {r['raw_mb']:.0f} MB, TFRecords {r['prepared_mb']:.0f} MB, "
+                  f"label table {r['label_table_mb']:.0f} MB.", ""]
     predicts = [r for r in results if r["benchmark"] == "predict"]
     if predicts:
         lines += ["## Predict, batch 1 on CPU (ms, median / p90)", "",
@@ -381,6 +412,18 @@ def main(argv=None) -> int:
     q.add_argument("--model", help="run folder or .keras file (default: a small random CNN; detection dominates)")
     q.add_argument("--repeats", type=int, default=10, help="timed repetitions after two warm-up ones (default 10)")
     q.add_argument("--json", type=Path, help="write the result as JSON here")
+    c = sub.add_parser("scale", help="audit, TFDS prepare and first-epoch time for 1k, 5k, 20k generated faces")
+    c.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000], help="numbers of faces "
+                   "(default 1000 5000 20000)")
+    c.add_argument("--source", default="utkface", choices=("utkface", "adience", "celeba", "imdb_wiki"),
+                   help="generated dataset layout (default utkface)")
+    c.add_argument("--json", type=Path, help="write the result as JSON here")
+    m = sub.add_parser("memory", help="peak memory of TFDS prepare and of one training epoch over generated "
+                       "CelebA faces, each in a fresh process")
+    m.add_argument("--n", type=int, default=50000, help="number of faces (default 50000)")
+    m.add_argument("--source", default="celeba", choices=("utkface", "adience", "celeba", "imdb_wiki"),
+                   help="generated dataset layout (default celeba)")
+    m.add_argument("--json", type=Path, help="write the result as JSON here")
     r = sub.add_parser("report", help="write a markdown table from benchmark JSON files")
     r.add_argument("files", nargs="+", type=Path, help="JSON files written by pipeline/train")
     r.add_argument("--out", type=Path, required=True, help="markdown file to write")
@@ -402,6 +445,21 @@ def main(argv=None) -> int:
                   f"{result['cached_img_s']}, decode limit {result['decode_limit_img_s']}; first/limit "
                   f"{result['first_epoch_vs_decode_limit']} (target 0.9), cached/limit "
                   f"{result['cached_vs_decode_limit']} (target 3)")
+        elif args.command == "scale":
+            from agegender.bench_scale import measure_scale
+
+            result = {"benchmark": "scale", **measure_scale(args.sizes, source=args.source),
+                      "machine": machine_facts()}
+            for row in result["rows"]:
+                print(f"[bench] n={row['n']:,}: audit {row['audit_s']} s, prepare {row['prepare_s']} s, first epoch "
+                      f"{row['first_epoch_s']} s")
+        elif args.command == "memory":
+            from agegender.bench_scale import measure_memory
+
+            result = {"benchmark": "memory", **measure_memory(args.n, source=args.source), "machine": machine_facts()}
+            print(f"[bench] {result['n']:,} {result['source']} faces: peak memory preparing {result['prepare_peak_mb']} "
+                  f"MB, reading {result['read_peak_mb']} MB (a process importing TensorFlow only: "
+                  f"{result['baseline_peak_mb']} MB); all images decoded would take {result['decoded_mb']:.0f} MB")
         elif args.command == "predict":
             from agegender.bench_predict import measure_latency
 

@@ -66,3 +66,24 @@ def test_predict_latency_is_reported(tmp_path):
     assert result["benchmark"] == "predict" and result["faces_found"] == 1
     assert 0 < result["detect_ms"]["median"] <= result["total_ms"]["p90"] * 1.5
     assert "| tiny random CNN (64 px) | scikit-image astronaut 512x512 | 1 |" in markdown([result])
+
+
+def test_report_renders_scale_and_memory_results():
+    from agegender.bench import markdown
+
+    scale = {"benchmark": "scale", "source": "utkface", "size": 128, "rows": [
+        {"n": 1000, "audit_s": 0.3, "prepare_s": 0.6, "first_epoch_s": 0.6, "audit_ms_per_image": 0.3,
+         "prepare_ms_per_image": 0.6, "first_epoch_ms_per_image": 0.6},
+        {"n": 5000, "audit_s": 1.2, "prepare_s": 2.5, "first_epoch_s": 1.8, "audit_ms_per_image": 0.24,
+         "prepare_ms_per_image": 0.5, "first_epoch_ms_per_image": 0.36}],
+        "linearity": {"audit": {"intercept_s": 0.1, "slope_ms_per_image": 0.22, "r2": 0.999,
+                                "per_image_ratio_largest_vs_smallest": 0.8}}}
+    memory = {"benchmark": "memory", "source": "celeba", "n": 50000, "size": 128, "image_shape": [218, 178, 3],
+              "baseline_peak_mb": 672.0, "prepare_peak_mb": 871.0, "read_peak_mb": 927.0, "prepare_growth_mb": 199.0,
+              "read_growth_mb": 255.0, "prepare_s": 83.6, "read_s": 26.2, "decoded_mb": 5819.0, "resized_mb": 2343.0,
+              "raw_mb": 270.0, "prepared_mb": 343.0, "label_table_mb": 39.0}
+    table = markdown([scale, memory])
+    assert "| 5,000 | 1.2 | 2.5 | 1.8 | 0.24 | 0.5 | 0.36 |" in table
+    assert "| audit | 0.1 | 0.22 | 0.999 | 0.8 |" in table
+    assert "| TFDS prepare | 871.0 | 199.0 | 83.6 |" in table
+    assert "all images decoded 5819 MB" in table and "178x218 JPEG" in table

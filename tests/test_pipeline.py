@@ -173,3 +173,34 @@ def test_augmentation_is_per_image_and_reproducible(tmp_path):
         else:
             raise AssertionError("a training view is not a crop of the image")
     assert found == {0, 1}
+
+
+@pytest.mark.slow
+def test_prepared_tfds_data_gives_the_raw_folders_batches(tmp_path):
+    """build_dataset over TFDS-prepared data: the same images and labels as over the raw folder (row order
+    aside: prepared records stream in storage order)."""
+    from agegender.data.prepared import prepare, read_prepared
+    from agegender.data.synth import synthesize
+    from agegender.data.utkface import read_utkface
+
+    synthesize("utkface", tmp_path / "raw", 30, 5, size=40)
+    prepare("utkface", tmp_path / "raw", tmp_path / "tfds")
+    raw = read_utkface(tmp_path / "raw").frame
+    tfds_frame = read_prepared("utkface", tmp_path / "tfds").frame
+    subset = tfds_frame[tfds_frame["age"] > 20].sample(frac=1.0, random_state=0)  # a split: any subset, any order
+    targets = {"age": Target("age", "regression"), "gender": Target("gender", "sparse")}
+
+    def by_age_gender(frame):
+        ds = build_dataset(frame, targets, image_size=24, batch_size=7, pixel_scale=1.0)
+        out = {}
+        for images, labels, _ in ds:
+            for image, age, gender in zip(images.numpy(), labels["age"].numpy()[:, 0], labels["gender"].numpy()):
+                out.setdefault((float(age), int(gender)), []).append(image.sum())
+        return {k: sorted(v) for k, v in out.items()}
+
+    expected = by_age_gender(raw[raw["age"] > 20])
+    got = by_age_gender(subset)
+    assert sum(map(len, got.values())) == len(subset) == int((raw["age"] > 20).sum()) > 5
+    assert got.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key])

@@ -1,4 +1,5 @@
-"""``python -m agegender.data``: generate faces in a dataset's native layout, or audit a dataset folder."""
+"""``python -m agegender.data``: generate faces in a dataset's native layout, audit a dataset folder, or prepare
+it once as TFDS records."""
 
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--remap-stray-ages", action="store_true",
                        help="adience only: map stray age labels to canonical groups (see read_adience)")
     audit.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON to OUT")
+
+    prepare = sub.add_parser(
+        "prepare", help="read a dataset folder once and write it as TFDS records (tfds.load-able)",
+        description="Read a dataset folder with its reader, skip unusable images (listed in skipped.json) and "
+                    "write TFRecord shards with TensorFlow Datasets, once: a second call reuses them. Builder "
+                    "names: utk_face, adience_faces, celeb_a_faces, imdb_wiki_faces.")
+    prepare.add_argument("dataset", choices=LAYOUTS, help="which dataset (and reader)")
+    prepare.add_argument("--data-dir", required=True, help="the raw dataset root in its native layout (manual_dir)")
+    prepare.add_argument("--tfds-dir", required=True, help="TFDS data_dir to write the prepared records into")
     return parser
 
 
@@ -57,6 +67,17 @@ def main(argv=None) -> int:
             summary = synthesize(args.layout, args.out, args.n, args.seed, size=args.size,
                                  adience_folds_dir=args.adience_folds)
             print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+            return 0
+        if args.command == "prepare":
+            from pathlib import Path
+
+            from agegender.data.prepared import prepare
+
+            result = prepare(args.dataset, args.data_dir, args.tfds_dir)
+            skipped = result.pop("skipped")
+            result["skipped"] = {"count": len(skipped), "first": skipped[:10],
+                                 "all": str(Path(result["data_dir"]) / "skipped.json")}
+            print(json.dumps(result, indent=2, default=str))
             return 0
         from agegender import atomic
         from agegender.data.audit import audit, format_report
