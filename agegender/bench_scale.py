@@ -10,7 +10,8 @@ cost ``a`` still shows at the smallest n).
 :func:`measure_memory` runs prepare and one epoch of reading, each in a fresh Python process, and
 reports each process's peak resident memory (``getrusage(RUSAGE_SELF).ru_maxrss`` at its end) next
 to a process that only imports TensorFlow and TFDS, and next to what all decoded images would
-take: flat memory means the growth over the baseline stays far below that size. The read phase
+take: flat memory means the growth over the baseline stays far below that size and does not grow
+with n (the epoch over the first fifth of the rows shows it). The read phases
 runs with a memory-cache budget of :data:`READ_CACHE_GB`, below the data's size, as the full
 CelebA would on this machine, so its decoded-image cache goes to disk.
 
@@ -72,7 +73,7 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def _epoch(source: str, tfds_dir: Path, size: int) -> tuple[int, float, float]:
+def _epoch(source: str, tfds_dir: Path, size: int, limit: int | None = None) -> tuple[int, float, float]:
     """(images, seconds, MB of the label table) of one training epoch as a reproduction runs it:
     the labels (:func:`read_prepared`), then :func:`~agegender.data.pipeline.build_dataset` over them
     (decode, resize to ``size``, cache, shuffle, crop/flip, batch 64). The cache follows the
@@ -81,7 +82,7 @@ def _epoch(source: str, tfds_dir: Path, size: int) -> tuple[int, float, float]:
     from agegender.data.prepared import read_prepared
 
     start = time.perf_counter()
-    frame = read_prepared(source, tfds_dir).frame
+    frame = read_prepared(source, tfds_dir).frame.iloc[:limit]
     ds = build_dataset(frame, {"gender": Target("gender", "sparse")}, image_size=size, batch_size=BATCH,
                        training=True, augment=Augment(flip=True))
     images = 0
@@ -172,9 +173,12 @@ def _phase(phase: str, source: str, raw: str, tfds_dir: str, size: int) -> dict:
         tf.data.Dataset.range(4).map(lambda x: x + 1).reduce(tf.constant(0, tf.int64), lambda a, b: a + b)
     elif phase == "prepare":
         out["examples"] = agegender.data.prepared.prepare(source, raw, tfds_dir)["examples"]
-    elif phase == "read":
+    elif phase in ("read", "read_fifth"):
         os.environ["AGEGENDER_CACHE_DIR"] = str(Path(tfds_dir).parent)
-        out["images"], _, out["label_table_mb"] = _epoch(source, Path(tfds_dir), size)
+        limit = None
+        if phase == "read_fifth":
+            limit = len(agegender.data.prepared.read_prepared(source, tfds_dir).frame) // 5
+        out["images"], _, out["label_table_mb"] = _epoch(source, Path(tfds_dir), size, limit)
     else:
         raise ValueError(f"unknown phase {phase!r}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -187,7 +191,7 @@ def _run_phase(phase: str, source: str, raw: Path, tfds_dir: Path, size: int, pr
     command = [sys.executable, "-m", "agegender.bench_scale", "_phase", phase, "--source", source, "--raw", str(raw),
                "--tfds-dir", str(tfds_dir), "--size", str(size)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    if phase == "read":
+    if phase.startswith("read"):
         env["AGEGENDER_CACHE_GB"] = str(READ_CACHE_GB)
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True,
                           env=env)
@@ -218,7 +222,8 @@ def measure_memory(n: int = 50000, *, source: str = "celeba", workdir=DEFAULT_WO
     workdir = Path(workdir)
     raw, synth_s = _raw_folder(source, int(n), size, workdir, progress)
     tfds_dir = _fresh(workdir / "tfds" / f"memory-{source}-n{n}-s{size}")
-    phases = {p: _run_phase(p, source, raw, tfds_dir, size, progress) for p in ("baseline", "prepare", "read")}
+    phases = {p: _run_phase(p, source, raw, tfds_dir, size, progress)
+              for p in ("baseline", "prepare", "read_fifth", "read")}
     images = [p for p in raw.rglob("*") if p.suffix.lower() == ".jpg" and p.is_file()]
     with Image.open(images[0]) as first:
         width, height = first.size
@@ -233,6 +238,8 @@ def measure_memory(n: int = 50000, *, source: str = "celeba", workdir=DEFAULT_WO
         "read_peak_mb": phases["read"]["peak_mb"],
         "prepare_growth_mb": round(phases["prepare"]["peak_mb"] - base, 1),
         "read_growth_mb": round(phases["read"]["peak_mb"] - base, 1),
+        "read_fifth_images": phases["read_fifth"]["images"], "read_fifth_peak_mb": phases["read_fifth"]["peak_mb"],
+        "read_fifth_growth_mb": round(phases["read_fifth"]["peak_mb"] - base, 1),
         "decoded_mb": round(n * height * width * 3 / mb, 3), "resized_mb": round(n * size * size * 3 / mb, 3),
         "raw_mb": round(raw_bytes / mb, 3), "prepared_mb": round(prepared_bytes / mb, 3),
         "label_table_mb": round(phases["read"]["label_table_mb"], 3),

@@ -85,5 +85,5 @@ def test_report_renders_scale_and_memory_results():
     table = markdown([scale, memory])
     assert "| 5,000 | 1.2 | 2.5 | 1.8 | 0.24 | 0.5 | 0.36 |" in table
     assert "| audit | 0.1 | 0.22 | 0.999 | 0.8 |" in table
-    assert "| TFDS prepare | 871.0 | 199.0 | 83.6 |" in table
+    assert "| TFDS prepare | 871.0 | 199.0 | 83.6 |" in table and "all 50,000 | 927.0 | 255.0 | 26.2 |" in table
     assert "all images decoded 5819 MB" in table and "178x218 JPEG" in table
