@@ -20,6 +20,12 @@ the record was completed) is restored without training. ``RunRecorder.finish`` r
 folder. Pair it with ``RunRecorder(..., resume=True)``, which finds the run folder of the same
 command again (:mod:`agegender.records`).
 
+Distributed training: a model built and compiled under a ``tf.distribute`` strategy's scope
+(:mod:`agegender.distribute`) trains here unchanged; the training state is restored under the
+same scope, and the NaN guard sees the loss reduced over the replicas. A state saved under one
+strategy loads under another (the weights are the same variables), but a reproduction resumes
+only a run of the same configuration, strategy included.
+
 What a resume does not restore: the random streams. Dropout masks, the shuffle order and the
 augmentation of the resumed epochs are drawn afresh from the seeds (as for a first epoch), so a
 resumed run continues from the same weights and optimizer state but is not bit-identical to an
@@ -117,7 +123,8 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
                                                  others=list(extra_callbacks))
     callbacks.append(state)  # last: it saves what the others have updated at each epoch end
 
-    restored = state.restore(model)
+    with strategy_scope(model):  # the optimizer's slots are built under the model's strategy
+        restored = state.restore(model)
     resumed_from = restored["epoch"] if restored else None
     if restored:
         print(f"[train] resuming after epoch {resumed_from} of {epochs} from {state_dir}"
@@ -129,14 +136,16 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
                 recorder.log_epoch(entry["epoch"], {k: v for k, v in entry.items() if k != "epoch"})
     trained = not (restored and restored.get("finished")) and (resumed_from or 0) < epochs
     if trained:
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=resumed_from or 0,
-                  callbacks=callbacks, verbose=verbose,
-                  shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
+        with _shapes_from_first_replica(model):
+            model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=resumed_from or 0,
+                      callbacks=callbacks, verbose=verbose,
+                      shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
     if info is not None:
         info.update(resumed_from_epoch=resumed_from, seconds=state.seconds_total(), trained=trained)
     if guard.diverged:
         epoch, batch, value = guard.diverged
-        good = state.restore_last_good(model)
+        with strategy_scope(model):
+            good = state.restore_last_good(model)
         kept = [str(p) for p in ((recorder.model_path if recorder else None),
                                  (Path(state_dir) if state_dir and good else None)) if p and Path(p).exists()]
         message = (f"training diverged: the loss became {value} at epoch {epoch} (batch {batch + 1}); stopped, "
@@ -147,6 +156,64 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
         raise TrainingDiverged(message, fix="lower the learning rate, or look for NaN/inf labels or inputs; the "
                                             "same command then starts a new run (a failed run is not resumed)")
     return [dict(h) for h in state.history]
+
+
+def strategy_scope(model):
+    """The ``tf.distribute`` scope of the strategy ``model`` was built under (a no-op context without one).
+
+    A model built under ``strategy.scope()`` (:func:`agegender.distribute.make_strategy`) has
+    mirrored variables; optimizer variables created for it later (building the optimizer to
+    load a saved training state) must be created under the same scope.
+    """
+    import contextlib
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def _shapes_from_first_replica(model):
+    """Context manager: let ``fit`` start on a first batch that the replicas split unevenly.
+
+    Under a strategy with several replicas Keras 3 (TensorFlow backend, ``_maybe_symbolic_build``)
+    learns the input shapes from the first distributed batch of ``fit`` and of each validation pass
+    by averaging it over the replicas (``strategy.reduce("MEAN", batch)``). When a split is smaller
+    than one global batch and the replicas do not divide it (49 images on 2 replicas: 25 + 24), the
+    shares differ in shape and ``fit`` fails in ``AddN``. Only the shapes are needed, so for the
+    duration of ``fit`` this takes the first replica's share instead (an attribute of this model
+    instance, removed afterwards). Nothing changes for one replica, or where Keras lacks these
+    internals (it then behaves as Keras does).
+    """
+    import contextlib
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    if (strategy is None or strategy.num_replicas_in_sync < 2 or not hasattr(model, "_maybe_symbolic_build")
+            or not hasattr(model, "_symbolic_build")):
+        return contextlib.nullcontext()
+
+    import tensorflow as tf
+    from keras import tree
+
+    def first_share(value):
+        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) \
+            else value
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tree.map_structure(first_share, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    @contextlib.contextmanager
+    def patched():
+        object.__setattr__(model, "_maybe_symbolic_build", maybe_symbolic_build)
+        try:
+            yield
+        finally:
+            model.__dict__.pop("_maybe_symbolic_build", None)
+
+    return patched()
 
 
 def _finite(value) -> bool:

@@ -89,6 +89,13 @@ Protocol and decisions (paper section; NOTES.md "Jørgensen (001)" and "Checked 
   record is read back (not trained again), the interrupted fold continues after its last
   completed epoch (``resumed_from_epoch`` in its record), the rest run as usual. ``--fresh``
   starts new runs; ``--deterministic`` turns on TensorFlow's op determinism.
+- ``--strategy mirrored`` (every GPU of the machine) or ``multiworker`` (several machines,
+  ``TF_CONFIG``) trains each model with ``tf.distribute`` (:mod:`agegender.distribute`): the
+  batch of 128 stays the global batch (64 per replica on two GPUs), Adam's 1e-4 is kept (no
+  scaling). The models have no batch normalisation, so a mirrored step computes the loss and
+  update of a single-device step on the same batch, up to float rounding and the dropout masks
+  (drawn per replica; ``tests/test_distribute.py``). ``--tfds-dir DIR`` reads the
+  prepared TFDS data instead of the fold files (``--protocol levi`` still needs ``--data-dir``).
 - Table 1/2 cells come from the Keras builds, not from data: the record's data kind is
   ``none`` (tables say "model build (no data)"), and its ``data.dataset`` and every cell's
   note say that no images are involved. It is written
@@ -110,6 +117,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from agegender.cli import add_run_arguments, read_samples, run_main  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
 
 REPRODUCTION = "adience_levi"
@@ -343,15 +351,18 @@ def check_transfer_weights(weights) -> None:
 
 # ----------------------------------------------------------------------------- data
 
-def load_adience(data_dir, exp: Experiment, *, data_kind: str | None = None) -> tuple:
-    """Read the fold files (duplicates kept), drop rows without an image; return (frame, data info)."""
+def load_adience(data_dir, exp: Experiment, *, data_kind: str | None = None, tfds_dir=None) -> tuple:
+    """Read the fold files (duplicates kept), drop rows without an image; return (frame, data info).
+
+    ``tfds_dir``: read the prepared TFDS data there (``python -m agegender.data prepare``) instead of
+    the raw folder ``data_dir``.
+    """
     import numpy as np
     import pandas as pd
 
-    from agegender.data.adience import read_adience
     from agegender.data.provenance import data_kind as infer_kind
 
-    samples = read_adience(data_dir, keep_duplicates=True)
+    samples = read_samples("adience", data_dir, tfds_dir, columns=("fold",), keep_duplicates=True)
     frame = samples.frame
     missing = set(samples.missing)
     if missing:
@@ -374,6 +385,8 @@ def load_adience(data_dir, exp: Experiment, *, data_kind: str | None = None) -> 
     info = {"kind": kind, "dataset": "adience (aligned faces, official fold files, duplicates kept)",
             "root": samples.root, "rows_read": samples.files_seen, "rows_used": int(len(frame)),
             "images_absent": len(missing), "notes": samples.notes}
+    if tfds_dir is not None:
+        info["prepared"] = str(Path(tfds_dir).resolve())
     return frame, info
 
 
@@ -513,14 +526,20 @@ def preprocessing(exp: Experiment, data_kind: str):
 
 
 def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: dict, run_id: str,
-             protocol: str, precision: str, verbose, fresh: bool = False) -> dict:
+             protocol: str, precision: str, verbose, fresh: bool = False, strategy: str = "default") -> dict:
     """Train and evaluate ``exp`` on one fold; write its record, curves and confusion matrices.
 
     Unless ``fresh``, a rerun of the same command picks up this fold's earlier run
     (:mod:`agegender.records`): a complete record is read back without training, an
     interrupted one resumes after its last completed epoch. ``run_id`` names a new run.
+    ``strategy`` (:mod:`agegender.distribute`): the model is built and compiled under its scope;
+    ``exp.batch_size`` is the global batch, split over the replicas; the learning rate is the paper's.
     """
+    import contextlib
+
     import keras
+
+    from agegender.distribute import make_strategy, strategy_config
     import numpy as np
 
     from agegender.data.pipeline import Augment, Target, build_dataset
@@ -530,7 +549,9 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     from agegender.records import RunRecorder
     from agegender.training import collect_predictions, seed_everything, train
 
-    config = {**dataclasses.asdict(exp), "fold": fold, "protocol": protocol, "precision": precision}
+    distribution = make_strategy(strategy)
+    config = {**dataclasses.asdict(exp), "fold": fold, "protocol": protocol, "precision": precision,
+              "strategy": strategy_config(strategy, distribution, exp.batch_size)}
     data = {**data_info, "protocol": protocol, "test_fold": fold, "counts": split.counts(),
             "split_info": {k: v for k, v in split.info.items() if k != "counts"}}
     recorder = RunRecorder(REPRODUCTION, exp.name, config=config, seed=exp.seed, data=data, paper=PAPER,
@@ -560,14 +581,15 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     test_ds = build_dataset(split.part("test"), targets, image_size=test_size, load_size=exp.load_size,
                             cache=False, **common)
 
-    model = build_model(exp)
     two = len(exp.tasks) == 2
-    model.compile(
-        optimizer=keras.optimizers.Adam(exp.learning_rate, beta_1=exp.beta_1, beta_2=exp.beta_2,
-                                        epsilon=exp.epsilon),
-        loss={task: LOSSES[task] for task in exp.tasks},
-        loss_weights={"gender": exp.gamma, "age": 1.0 - exp.gamma} if two else None,  # Eq. 1
-        weighted_metrics={task: ["accuracy"] for task in exp.tasks})
+    with distribution.scope() if strategy != "default" else contextlib.nullcontext():
+        model = build_model(exp)
+        model.compile(
+            optimizer=keras.optimizers.Adam(exp.learning_rate, beta_1=exp.beta_1, beta_2=exp.beta_2,
+                                            epsilon=exp.epsilon),
+            loss={task: LOSSES[task] for task in exp.tasks},
+            loss_weights={"gender": exp.gamma, "age": 1.0 - exp.gamma} if two else None,  # Eq. 1
+            weighted_metrics={task: ["accuracy"] for task in exp.tasks})
     split.save_manifest(recorder.run_dir / "split.csv")
 
     info: dict = {}
@@ -721,7 +743,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                f"~/Downloads/{XCEPTION_NOTOP}\n"
                "  python -m reproductions.adience_levi --data-dir build/synth_adience --smoke --data-kind generated")
     parser.add_argument("--data-dir", help="Adience folder: fold_0_data.txt ... fold_4_data.txt and aligned/ "
-                                           "(required unless --describe)")
+                                           "(required unless --describe or --tfds-dir)")
     parser.add_argument("--model", choices=(*MODELS, "all"), default="all",
                         help="which model(s) to train: gender, age, multitask, transfer (Xception) or all "
                              "(default all, in that order)")
@@ -754,7 +776,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="share of the training images whose users are held out (default 0.1)")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100, the paper's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 128, the paper's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="global batch size, images per update (default 128, the paper's); with --strategy "
+                             "mirrored/multiworker each replica gets batch/replicas")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); fold k uses seed + k")
     parser.add_argument("--no-oversample", action="store_true",
                         help="evaluate the centre crop only (the paper's Table 3), without Levi & Hassner's 10-crop "
@@ -764,18 +788,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "generated if it carries the synth marker, sample if it has fewer rows than Adience)")
     parser.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
                         default="auto", help="Keras dtype policy (default auto: mixed_float16 on a GPU)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start new runs; by default rerunning the same command (same data, options and seed) "
-                             "resumes it: folds with a complete record are read back, an interrupted fold continues "
-                             "after its last completed epoch")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="TensorFlow op determinism and fixed seeds: two runs with the same seed on the same "
-                             "device give the same splits and losses (slower on a GPU)")
+    add_run_arguments(parser,
+                      fresh_help="start new runs; by default rerunning the same command (same data, options and "
+                                 "seed) resumes it: folds with a complete record are read back, an interrupted fold "
+                                 "continues after its last completed epoch")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
                         help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (default)")
     args = parser.parse_args(argv)
-    if not args.describe and not args.data_dir:
-        parser.error("--data-dir is required (or pass --describe)")
+    if not args.describe and not args.data_dir and not args.tfds_dir:
+        parser.error("--data-dir is required (or pass --tfds-dir, or --describe)")
+    if args.protocol == "levi" and not args.describe and not args.data_dir:
+        parser.error("--protocol levi needs --data-dir (the folder holding aligned/, whose images the lists name)")
     if args.gamma is not None and not 0.0 <= args.gamma <= 1.0:
         parser.error(f"--gamma must be within 0-1, got {args.gamma}")
     if args.val_fraction is not None and not 0.0 < args.val_fraction < 1.0:
@@ -813,20 +836,31 @@ def run(args) -> int:
         return 0
 
     exps = experiments_from_args(args)
+    from agegender.distribute import start_early
+
+    start_early(args.strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
     out = Path(args.out) if args.out else (SMOKE_OUT if args.smoke else RESULTS)
     runs_dir, figures_dir = out / "runs", out / "figures"
     for exp in exps:  # fail before reading data or training anything
         if exp.architecture == "xception":
             check_transfer_weights(exp.weights)
-    frame, data_info = load_adience(args.data_dir, exps[0], data_kind=args.data_kind)
+    frame, data_info = load_adience(args.data_dir, exps[0], data_kind=args.data_kind, tfds_dir=args.tfds_dir)
     if args.protocol == "levi":
         data_info["dataset"] = "adience (aligned faces, Levi & Hassner's per-fold lists)"
     print(f"[adience_levi] {data_info['rows_used']:,} labelled rows from {data_info['root']} "
           f"(data kind: {data_info['kind']}); models {', '.join(e.name for e in exps)}; "
           f"folds {','.join(map(str, args.folds))}; output {out}")
 
+    from agegender.distribute import make_strategy, per_replica_batch, replicas
     from agegender.training import configure_precision
 
+    distribution = make_strategy(args.strategy)
+    for exp in exps:  # an uneven split of the global batch fails before any training
+        per_replica_batch(exp.batch_size, distribution)
+    if replicas(distribution) > 1:
+        print(f"[adience_levi] {args.strategy} strategy: {replicas(distribution)} replicas; the batch of "
+              f"{exps[0].batch_size} is the global batch ({per_replica_batch(exps[0].batch_size, distribution)} per "
+              "replica); learning rate unchanged (the paper's)")
     precision = configure_precision(args.precision)
     write_model_build_record(runs_dir)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -841,7 +875,7 @@ def run(args) -> int:
                   f"test {counts['test']:,} ({split.info.get('validation', '')})")
             result = run_fold(exp, fold, split, runs_dir=runs_dir, data_info=data_info,
                               run_id=f"{stamp}-fold{fold}-s{exp.seed}", protocol=args.protocol, precision=precision,
-                              verbose=args.verbose, fresh=args.fresh)
+                              verbose=args.verbose, fresh=args.fresh, strategy=args.strategy)
             m = result["metrics"]
             scores = ", ".join(f"{t} {100 * m['test'][t]['accuracy']:.1f}%" + (
                 f" (over-sampled {100 * m['test'][t + '_oversampled']['accuracy']:.1f}%)" if exp.oversample else "")
@@ -888,16 +922,8 @@ def _print_summary(summaries: dict, kind: str, n_folds: int) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except DataError as err:  # includes TrainingDiverged
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a file or folder the readers did not foresee (permissions, disk full ...)
-        print(f"error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err} — fix: check that "
-              "the path exists, is readable (and the output folder writable) and the disk has space", file=sys.stderr)
-        return 2
+    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
+    return run_main(lambda a: run(parse_args(a)), argv)
 
 
 if __name__ == "__main__":

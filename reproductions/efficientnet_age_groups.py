@@ -62,6 +62,16 @@ Command
 command again: complete models are read back from their records, the interrupted one resumes
 after its last completed epoch; ``--fresh`` starts over.
 
+Several GPUs: ``--strategy mirrored`` (every GPU of the machine) or ``multiworker`` (several
+machines, ``TF_CONFIG``) builds and trains each model under ``tf.distribute``
+(:mod:`agegender.distribute`): the batch of 256 stays the global batch of each update (64 per
+replica on four GPUs, which is how B6/B7 fit without accumulation), Adam's learning rate is kept,
+and EfficientNet's batch normalisation uses each replica's share of the batch for its statistics.
+Gradient accumulation (``--batch-size`` below 256) runs with ``--strategy default`` only (Keras's
+accumulation cannot run under ``MirroredStrategy``; the error says so). ``--tfds-dir DIR`` reads
+both datasets from the TFDS data prepared by ``python -m agegender.data prepare`` instead of
+``--imdb-wiki`` / ``--utkface``.
+
 Runtime
 -------
 The full study is 72 models (IMDB-WIKI 24, UTKFace 36, multi-source 12) of 40 epochs over
@@ -127,6 +137,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from agegender.cli import add_run_arguments, read_samples, run_main  # noqa: E402
 from agegender.errors import DataError, TrainingDiverged  # noqa: E402
 
 REPRODUCTION = "efficientnet_age_groups"
@@ -214,26 +225,28 @@ def plan(sources, backbones, groups, task_sets) -> list[ModelSpec]:
 # data
 
 
-def load_dataset(dataset: str, root, exp: GuYangExperiment) -> dict:
-    """Read one dataset and apply the ``gu_yang`` split; returns samples, split and data facts."""
+def load_dataset(dataset: str, root, exp: GuYangExperiment, tfds_dir=None) -> dict:
+    """Read one dataset (from ``root``, or the prepared TFDS data in ``tfds_dir``) and apply the ``gu_yang``
+    split; returns samples, split and data facts."""
     from agegender.data.provenance import data_kind
     from agegender.data.splits import make_split
 
     notes = []
     if dataset == "imdb_wiki":
-        from agegender.data.imdb_wiki import read_imdb_wiki
-
-        samples = read_imdb_wiki(root, which=exp.imdb_subset, min_face_score=exp.imdb_min_face_score)
+        samples = read_samples("imdb_wiki", root, tfds_dir, which=exp.imdb_subset,
+                               min_face_score=exp.imdb_min_face_score)
         frame = samples.frame
-        present = np.fromiter((os.path.isfile(p) for p in frame["path"]), dtype=bool, count=len(frame))
-        if (~present).any():
-            notes.append(f"{int((~present).sum()):,} metadata rows without an image file dropped before sampling")
-        frame = frame[present].reset_index(drop=True)
+        if tfds_dir is None:  # prepared data hold only rows whose image was read (their paths are tfds://...)
+            present = np.fromiter((os.path.isfile(p) for p in frame["path"]), dtype=bool, count=len(frame))
+            if (~present).any():
+                notes.append(f"{int((~present).sum()):,} metadata rows without an image file dropped before "
+                             "sampling")
+            frame = frame[present].reset_index(drop=True)
     else:
-        from agegender.data.utkface import read_utkface
-
-        samples = read_utkface(root)
+        samples = read_samples("utkface", root, tfds_dir)
         frame = samples.frame
+    if tfds_dir is not None:
+        root = samples.root
     split = make_split(frame, "gu_yang", seed=exp.seed, n=exp.n_images, n_train=exp.n_train)
     counts = split.counts()
     if counts["train"] == 0 or counts["val"] == 0:
@@ -245,6 +258,8 @@ def load_dataset(dataset: str, root, exp: GuYangExperiment) -> dict:
             "files_skipped_by_reader": len(samples.skipped), "images_usable": len(frame),
             "dropped_outside_1_80": split.info.get("dropped_outside_1_80"), "counts": counts,
             "notes": notes + list(samples.notes)}
+    if tfds_dir is not None:
+        info["prepared"] = str(Path(tfds_dir).resolve())
     return {"samples": samples, "frame": frame, "split": split, "info": info}
 
 
@@ -332,12 +347,16 @@ def compile_model(model, tasks, exp: GuYangExperiment, accumulation: int = 1):
     return model
 
 
-def build_model(spec: ModelSpec, exp: GuYangExperiment, accumulation: int = 1):
+def build_model(spec: ModelSpec, exp: GuYangExperiment, accumulation: int = 1, strategy=None):
+    """Build and compile one model (under ``strategy.scope()`` when a ``tf.distribute`` strategy is given)."""
+    import contextlib
+
     from agegender.models.efficientnet_groups import build_efficientnet_groups
 
-    model = build_efficientnet_groups(spec.backbone, spec.groups, spec.tasks, input_size=exp.input_size,
-                                      weights=exp.weights, trainable_backbone=not exp.freeze_backbone)
-    return compile_model(model, spec.tasks, exp, accumulation)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_efficientnet_groups(spec.backbone, spec.groups, spec.tasks, input_size=exp.input_size,
+                                          weights=exp.weights, trainable_backbone=not exp.freeze_backbone)
+        return compile_model(model, spec.tasks, exp, accumulation)
 
 
 def check_weights(backbones, weights) -> None:
@@ -780,12 +799,22 @@ def preprocessing(exp: GuYangExperiment, spec, data_kind: str):
 
 def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES, backbones=("b4", "b5", "b6", "b7"),
         groups=GROUPS, task_sets=tuple(TASK_SETS), micro_batch: int | None = None, out=None, fresh: bool = False,
-        deterministic: bool = False,
+        deterministic: bool = False, strategy: str = "default", tfds_dir=None,
         verbose: int | str = 2, log=print) -> dict:
-    """Train every planned model (skipping complete ones), then evaluate the study; return paths and results."""
+    """Train every planned model (skipping complete ones), then evaluate the study; return paths and results.
+
+    ``strategy``: ``default``, ``mirrored`` or ``multiworker`` (:mod:`agegender.distribute`): the
+    batch of 256 (or ``micro_batch``) is the global batch of a step, split over the replicas; Adam's
+    learning rate is unchanged. Gradient accumulation (``micro_batch`` below the batch) runs on one
+    replica only. ``tfds_dir``: read both datasets from the TFDS data prepared there instead of the
+    raw folders ``imdb_wiki`` / ``utkface``.
+    """
     from agegender.models.efficientnet_groups import get_backbone
 
     t0 = time.time()
+    from agegender.distribute import start_early
+
+    start_early(strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
     backbones = [get_backbone(b).key for b in backbones]
     specs = plan(sources, backbones, groups, task_sets)
     if not specs:
@@ -799,22 +828,34 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
     roots = {"imdb_wiki": imdb_wiki, "utkface": utkface}
     needed = sorted({d for s in specs for d in (DATASETS if s.source == "multi" else (s.source,))}, key=DATASETS.index)
     for dataset in needed:
-        if roots[dataset] is None:
+        if roots[dataset] is None and tfds_dir is None:
             raise DataError(f"the chosen sources need {LABEL[dataset]}",
-                            fix=f"pass --{dataset.replace('_', '-')} DIR (the {LABEL[dataset]} folder)")
+                            fix=f"pass --{dataset.replace('_', '-')} DIR (the {LABEL[dataset]} folder), or --tfds-dir "
+                                "DIR (the prepared TFDS data)")
     roots = {d: r for d, r in roots.items() if d in needed}
     check_weights(backbones, exp.weights)  # fail before hours of reading when the weights cannot be had
     paths = _out_paths(out)
-    data = {d: load_dataset(d, roots[d], exp) for d in needed}  # DataErrors stay one line (TensorFlow not loaded)
+    dist_strategy = None
+    if strategy != "default":  # settings the strategy cannot run fail before hours of reading (TensorFlow loads)
+        dist_strategy = _checked_strategy(strategy, exp, micro_batch, accumulation)
+    data = {d: load_dataset(d, roots[d], exp, tfds_dir) for d in needed}  # DataErrors stay one line (no TensorFlow)
+    if tfds_dir is not None:  # the roots the prepared data name (collect_study matches records on them)
+        roots = {d: data[d]["info"]["root"] for d in needed}
 
     import keras
 
     from agegender.data.age_groups import age_group_labels
+    from agegender.distribute import strategy_config
     from agegender.plots import confusion_matrix, learning_curves
     from agegender.records import RunRecorder
     from agegender.training import configure_precision, train
     from results.tables import generate
 
+    dist_strategy = dist_strategy or _checked_strategy(strategy, exp, micro_batch, accumulation)
+    strategy_info = strategy_config(strategy, dist_strategy, micro_batch)
+    if strategy_info["replicas"] > 1:
+        log(f"[gu-yang] {strategy} strategy: {strategy_info['replicas']} replicas, global batch {micro_batch} = "
+            f"{strategy_info['per_replica_batch']} per replica; learning rate unchanged")
     precision = configure_precision(exp.precision)
     key = study_key(exp)
     notes = deviations(exp, accumulation, micro_batch)
@@ -844,7 +885,7 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
         config = {**base_config, "source": spec.source, "backbone": spec.backbone, "task_set": spec.task_set,
                   "groups": spec.groups, "micro_batch_size": micro_batch, "gradient_accumulation_steps": accumulation,
                   "effective_batch_size": exp.batch_size, "precision_policy": precision,
-                  "deterministic": bool(deterministic)}
+                  "deterministic": bool(deterministic), "strategy": strategy_info}
         recorder = RunRecorder(REPRODUCTION, spec.experiment, config=config, seed=exp.seed, data=info, paper=PAPER,
                                out=paths["runs"], resume=not fresh, preprocessing=preprocessing(exp, spec, info["kind"]))
         title = f"{get_label(spec)} ({i}/{len(specs)})"
@@ -858,7 +899,7 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
             seed_everything(exp.seed, deterministic)
             frame = model_frame(spec, data)
             datasets = make_datasets(frame, spec, exp, micro_batch, skipped)
-            model = build_model(spec, exp, accumulation)
+            model = build_model(spec, exp, accumulation, dist_strategy)
             log(f"[gu-yang] training {title}: {datasets['n_train']:,} train / {datasets['n_val']:,} validation "
                 f"images, {exp.input_size} px, {exp.epochs} epochs, batch {exp.batch_size}"
                 + (f" ({accumulation} x {micro_batch})" if accumulation > 1 else ""))
@@ -933,6 +974,24 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
             "seconds": time.time() - t0, "data": {d: data[d]["info"] for d in needed}}
 
 
+def _checked_strategy(name: str, exp: GuYangExperiment, micro_batch: int, accumulation: int):
+    """The ``tf.distribute`` strategy ``name``, after checking that it can run these settings (a one-line
+    :class:`agegender.distribute.StrategyError` naming the flags to change otherwise)."""
+    from agegender.distribute import make_strategy, per_replica_batch, require_single_replica
+
+    dist_strategy = make_strategy(name)
+    if accumulation > 1:
+        require_single_replica(
+            dist_strategy, f"gradient accumulation (--batch-size {micro_batch}: {accumulation} x {micro_batch} = "
+                           f"{exp.batch_size})",
+            why="Keras's gradient_accumulation_steps fails under MirroredStrategy (a merge_call inside a cond)",
+            fix=f"leave out --batch-size: with --strategy {name} each replica gets {exp.batch_size}/replicas images "
+                f"per step, which is how several GPUs fit the batch of {exp.batch_size}; or keep --batch-size with "
+                "--strategy default (one device)")
+    per_replica_batch(micro_batch, dist_strategy)  # the global batch must split evenly over the replicas
+    return dist_strategy
+
+
 def get_label(spec: ModelSpec) -> str:
     from agegender.models.efficientnet_groups import get_backbone
 
@@ -987,7 +1046,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help=f"images per step; a divisor of the paper's batch of {default.batch_size}, which is then "
                              f"reached by gradient accumulation ({default.batch_size}/N steps per update; recorded "
-                             "in the run record); default the full batch (--smoke: 20)")
+                             "in the run record); default the full batch (--smoke: 20). Accumulation needs --strategy "
+                             f"default; with several GPUs leave it out: each replica then gets {default.batch_size}"
+                             "/replicas images")
     parser.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
                         help="backbone initialisation: imagenet (Keras downloads efficientnetb*_notop.h5 into "
                              "~/.keras/models; needs network), none (from scratch), or offline a .h5 file (one "
@@ -1013,16 +1074,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=default.seed, metavar="S",
                         help=f"seed of the 20,000-image samples, the splits, the augmentation and the initial "
                              f"weights (default {default.seed})")
-    parser.add_argument("--fresh", action="store_true",
-                        help="train again; by default models with a complete record of the same settings are read "
-                             "back and an interrupted one resumes after its last completed epoch")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="turn on TensorFlow op determinism with the fixed seed: the same seed on the same "
-                             "device gives the same samples, splits and losses (slower on a GPU)")
+    add_run_arguments(parser, data_flag="--imdb-wiki / --utkface",
+                      fresh_help="train again; by default models with a complete record of the same settings are "
+                                 "read back and an interrupted one resumes after its last completed epoch",
+                      deterministic_help="turn on TensorFlow op determinism with the fixed seed: the same seed on "
+                                         "the same device gives the same samples, splits and losses (slower on a GPU)")
     return parser
 
 
 def main(argv=None) -> int:
+    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
+    return run_main(_main, argv)
+
+
+def _main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from agegender.models.efficientnet_groups import BACKBONES
@@ -1056,17 +1121,9 @@ def main(argv=None) -> int:
         parser.error("--batch-size must be at least 1")
     exp = dataclasses.replace(exp, **changes)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
-    try:
-        result = run(exp, imdb_wiki=args.imdb_wiki, utkface=args.utkface, sources=sources, backbones=backbones,
-                     groups=groups, task_sets=task_sets, micro_batch=args.batch_size, out=out, fresh=args.fresh,
-                     deterministic=args.deterministic)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err} — fix: check that "
-              "the paths exist, are readable (and the output folder writable) and the disk has space", file=sys.stderr)
-        return 2
+    result = run(exp, imdb_wiki=args.imdb_wiki, utkface=args.utkface, sources=sources, backbones=backbones,
+                 groups=groups, task_sets=task_sets, micro_batch=args.batch_size, out=out, fresh=args.fresh,
+                 deterministic=args.deterministic, strategy=args.strategy, tfds_dir=args.tfds_dir)
     print()
     print(f"[gu-yang] claims (study {result['study']}, {len(result['study_results'])} models):")
     for claim in result["claims"].values():

@@ -88,6 +88,16 @@ on TensorFlow's op determinism. Not restored: the random streams (dropout masks 
 order of the resumed epochs are drawn afresh from the seed), so a resumed model continues from
 the same weights but is not bit-identical to an uninterrupted one.
 
+Several devices
+---------------
+``--strategy`` (:mod:`agegender.distribute`) builds the models under a ``tf.distribute`` scope. The
+learned loss weighting's ``compute_loss`` (:mod:`agegender.models.loss_weighting`) divides its loss
+by the number of replicas as Keras does for its own losses, so one mirrored step on two logical CPU
+devices gives the single-device loss, loss weights and updated weights (``tests/test_distribute.py``).
+Early Freeze, the plateau schedule and resuming were checked under ``MirroredStrategy`` by hand.
+``--tfds-dir DIR`` reads the TFDS data prepared by ``python -m agegender.data prepare`` instead of
+``--data-dir`` (the CORAL lists still come from ``--coral-csv-dir``).
+
 Runtime
 -------
 The thesis trained on one GTX 1080 Ti: "2-3 hours to converge" on UTKFace and "6-7 hours" on
@@ -157,6 +167,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from agegender.cli import add_run_arguments, read_samples, run_main  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
 
 REPRODUCTION = "mtl_weighted_loss"
@@ -272,14 +283,17 @@ def deviations(exp: SundriyalExperiment, choice) -> list[str]:
 # data
 
 
-def load_data(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, work_dir=None, log=print) -> dict:
-    """Read the dataset, apply the thesis's split, subsample for smoke runs; return frames and facts."""
+def load_data(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, work_dir=None, log=print,
+              tfds_dir=None) -> dict:
+    """Read the dataset, apply the thesis's split, subsample for smoke runs; return frames and facts.
+
+    ``tfds_dir``: read the prepared TFDS data there instead of the raw folder ``data_dir`` (the CORAL
+    lists still come from ``coral_csv_dir``, or ``data_dir`` when it holds them).
+    """
     from agegender.data.splits import make_split
 
     if exp.dataset == "utkface":
-        from agegender.data.utkface import read_utkface
-
-        samples = read_utkface(data_dir)
+        samples = read_samples("utkface", data_dir, tfds_dir)
         frame = samples.frame
         csv_dir, coral_note = _coral_lists(data_dir, coral_csv_dir, frame, exp, work_dir)
         split = make_split(frame, "coral", seed=exp.seed, csv_dir=csv_dir, val_fraction=exp.val_fraction)
@@ -291,9 +305,8 @@ def load_data(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, work_di
             raise DataError("no UTKFace image of the CORAL lists was found under the data folder", path=data_dir,
                             fix="point --data-dir at the UTKFace folder the lists name (UTKFace/*.jpg.chip.jpg)")
     else:
-        from agegender.data.celeba import read_celeba
-
-        samples = read_celeba(data_dir, attributes=("Male", "Young"))
+        samples = read_samples("celeba", data_dir, tfds_dir, columns=("Young", "partition"),
+                               attributes=("Male", "Young"))
         frame = samples.frame
         if samples.missing:
             frame = frame[~frame["file"].isin(set(samples.missing))].reset_index(drop=True)
@@ -418,8 +431,18 @@ def check_backbone(choice) -> None:
         keras.backend.clear_session()
 
 
-def build_and_compile(exp: SundriyalExperiment, choice, method: str, tasks: dict, input_size: int):
-    """Backbone + the method's layers for ``tasks``, compiled with the thesis's optimizer; (model, report)."""
+def build_and_compile(exp: SundriyalExperiment, choice, method: str, tasks: dict, input_size: int, strategy=None):
+    """Backbone + the method's layers for ``tasks``, compiled with the thesis's optimizer; (model, report).
+
+    ``strategy``: a ``tf.distribute`` strategy whose scope the model is built and compiled under.
+    """
+    import contextlib
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return _build_and_compile(exp, choice, method, tasks, input_size)
+
+
+def _build_and_compile(exp: SundriyalExperiment, choice, method: str, tasks: dict, input_size: int):
     import keras
 
     from agegender.models.face_resnets import build_backbone
@@ -467,7 +490,7 @@ def evaluate(model, datasets: dict, tasks: dict, exp: SundriyalExperiment) -> di
 
 
 def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split, *, recorder, input_size: int,
-              skipped: list, verbose, log, deterministic: bool = False) -> dict:
+              skipped: list, verbose, log, deterministic: bool = False, strategy=None) -> dict:
     """Train one model (one task for baseline / single, all for mtl); return history, metrics and events.
 
     An interrupted run of the same model resumes after its last completed epoch: the trainer restores
@@ -484,7 +507,7 @@ def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split,
     keras.backend.clear_session()
     seed_everything(exp.seed, deterministic)  # each model independent of which others run
     datasets = make_datasets(split, exp, tuple(tasks), input_size, skipped)
-    model, backbone_report = build_and_compile(exp, choice, method, tasks, input_size)
+    model, backbone_report = build_and_compile(exp, choice, method, tasks, input_size, strategy)
     groups = layer_groups(model.network, tuple(tasks))
     mode = "freeze" if (exp.early_freeze or method != "mtl") else "stop"
     freezer = EarlyFreeze(groups["tasks"], groups["backbone"] + groups["shared"], patience=exp.patience, mode=mode,
@@ -828,7 +851,8 @@ def preprocessing(exp: SundriyalExperiment, tasks, input_size: int, data_kind: s
 
 
 def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, data_kind_override: str | None = None,
-        verbose: int | str = 2, log=print, fresh: bool = False, deterministic: bool = False) -> dict:
+        verbose: int | str = 2, log=print, fresh: bool = False, deterministic: bool = False, strategy: str = "default",
+        tfds_dir=None) -> dict:
     """Run the reproduction; return paths, per-model metrics and the cells written.
 
     Rerunning the same command (same data, settings and seed) picks up its earlier run
@@ -836,7 +860,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     history, Early Freeze events; nothing is trained or loaded), an interrupted one continues
     after its last completed epoch, and the figures and tables are drawn again. ``fresh`` starts
     a new run instead. ``deterministic`` turns on TensorFlow's op determinism
-    (:func:`agegender.training.seed_everything`).
+    (:func:`agegender.training.seed_everything`). ``strategy`` (:mod:`agegender.distribute`): the
+    models are built under its scope. ``tfds_dir``: read the prepared TFDS data there instead of ``data_dir``.
     """
     import datetime as _dt
     import tempfile
@@ -850,6 +875,9 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     if exp.method not in (*METHODS, "all"):
         raise ValueError(f"method must be one of {METHODS} or all, got {exp.method!r}")
     get_backbone(exp.backbone)  # unknown names fail here, loudly
+    from agegender.distribute import start_early
+
+    start_early(strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
     paths = _out_paths(out)
     t0 = time.time()
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -858,7 +886,7 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     # known once the recorder has looked for an earlier run of this command); the lists are a function of the
     # faces and the seed, so a rerun writes the same files
     with tempfile.TemporaryDirectory(prefix="sundriyal-lists-") as scratch:
-        data = load_data(data_dir, exp, coral_csv_dir=coral_csv_dir, work_dir=scratch, log=log)
+        data = load_data(data_dir, exp, coral_csv_dir=coral_csv_dir, work_dir=scratch, log=log, tfds_dir=tfds_dir)
         generated_lists = None  # {file name: bytes} of generated lists
         if str(data["info"].get("coral_csv_dir", "")).startswith(scratch):
             generated_lists = {p.name: p.read_bytes() for p in Path(data["info"]["coral_csv_dir"]).glob("*.csv")}
@@ -869,19 +897,22 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
 
     import keras
 
+    from agegender.distribute import make_strategy, strategy_config
     from agegender.plots import confusion_matrix, learning_curves
     from agegender.records import RunRecorder
     from agegender.training import configure_precision, seed_everything
     from results.tables import generate
 
+    distribution = make_strategy(strategy)
     samples, split = data["samples"], data["split"]
-    kind = data_kind_override or data_kind(data_dir, exp.dataset, len(samples.frame))
+    data_root = data_dir if tfds_dir is None else samples.root
+    kind = data_kind_override or data_kind(data_root, exp.dataset, len(samples.frame))
     input_size = exp.input_size or choice.spec.input_size
     notes = deviations(exp, choice)
     note = "; ".join(notes)
     if exp.dataset == "utkface" and "CORAL-like" in data["info"]["coral_note"]:
         note = "; ".join([note, data["info"]["coral_note"]])
-    log(f"[sundriyal] {exp.dataset}: {len(samples.frame):,} faces read from {data_dir} ({kind}); split "
+    log(f"[sundriyal] {exp.dataset}: {len(samples.frame):,} faces read from {tfds_dir or data_dir} ({kind}); split "
         f"{data['full_counts']}" + (f", using {data['counts']}" if data["counts"] != data["full_counts"] else ""))
     log(f"[sundriyal] {choice.note}; input {input_size}x{input_size}")
 
@@ -890,10 +921,13 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     config = {**dataclasses.asdict(exp), "precision_policy": precision, "input_size_used": input_size,
               "backbone": {"requested": choice.requested, "used": choice.used, "substituted": choice.substituted,
                            "weights": choice.weights, "note": choice.note},
-              "coral_csv_dir": data["info"].get("coral_csv_dir"), "deterministic": bool(deterministic)}
-    data_info = {"kind": kind, "dataset": exp.dataset, "root": str(Path(data_dir).resolve()),
+              "coral_csv_dir": data["info"].get("coral_csv_dir"), "deterministic": bool(deterministic),
+              "strategy": strategy_config(strategy, distribution, exp.batch_size, flag=None)}
+    data_info = {"kind": kind, "dataset": exp.dataset, "root": str(Path(data_root).resolve()),
                  "images_read": len(samples.frame), "files_skipped_by_reader": len(samples.skipped),
                  "split_counts": data["full_counts"], "counts_used": data["counts"], **data["info"]}
+    if tfds_dir is not None:
+        data_info["prepared"] = str(Path(tfds_dir).resolve())
 
     # the protocol record's run id is shared by the models' records and the figures; a rerun of the same
     # command finds it again (--fresh: a new one)
@@ -940,7 +974,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
                 f"patience {exp.patience}" + (f", {exp.loss} loss" + (f" (lambda {exp.lam:g})" if exp.loss == "weighted"
                                                                       else "") if method == "mtl" else ""))
             result = train_one(exp, choice, method, tasks, split, recorder=recorder, input_size=input_size,
-                               skipped=skipped, verbose=verbose, log=log, deterministic=deterministic)
+                               skipped=skipped, verbose=verbose, log=log, deterministic=deterministic,
+                               strategy=distribution)
         result["recorder"], result["name"] = recorder, name
         results[name] = result
         test = result["metrics"]["test"]
@@ -1040,9 +1075,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, choices=DATASETS,
                         help="utkface (age regression, gender, race; CORAL split; Tables 4.6-4.10, 4.16, 5.3-5.5) or "
                              "celeba (Young/Old, gender; official partition; Tables 4.11-4.15, 5.1, 5.2)")
-    parser.add_argument("--data-dir", required=True, metavar="DIR",
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="UTKFace folder (age_gender_race_timestamp.jpg.chip.jpg, searched recursively) or CelebA "
-                             "folder (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt)")
+                             "folder (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt); required "
+                             "unless --tfds-dir is given")
     parser.add_argument("--coral-csv-dir", default=None, metavar="DIR",
                         help="UTKFace only: folder holding CORAL's utk_train.csv and utk_test.csv (github.com/"
                              "Raschka-research-group/coral-cnn, datasets/); default: --data-dir if it holds them, "
@@ -1089,21 +1125,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
                         help="label the data in records and tables; default: detected (generated faces carry a "
                              "marker file; fewer than 90%% of the dataset's files count as a sample)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start a new run; without it, rerunning the same command resumes its earlier run: "
-                             "models already complete are read back from their records (not trained again), an "
-                             "interrupted one continues after its last completed epoch with its Early Freeze state "
-                             "(frozen layers, counters, best weights) and learning-rate schedule; the tables and "
-                             "figures are drawn again either way")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="turn on TensorFlow op determinism with the fixed --seed: the same seed on the same "
-                             "device gives the same split and the same losses (slower on a GPU)")
+    add_run_arguments(parser,
+                      fresh_help="start a new run; without it, rerunning the same command resumes its earlier run: "
+                                 "models already complete are read back from their records (not trained again), an "
+                                 "interrupted one continues after its last completed epoch with its Early Freeze "
+                                 "state (frozen layers, counters, best weights) and learning-rate schedule; the "
+                                 "tables and figures are drawn again either way",
+                      deterministic_help="turn on TensorFlow op determinism with the fixed --seed: the same seed on "
+                                         "the same device gives the same split and the same losses (slower on a GPU)")
     return parser
 
 
 def main(argv=None) -> int:
+    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
+    return run_main(_main, argv)
+
+
+def _main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.data_dir is None and args.tfds_dir is None:
+        parser.error("--data-dir is required (or --tfds-dir)")
     from agegender.models.face_resnets import get_backbone
 
     try:
@@ -1130,12 +1172,8 @@ def main(argv=None) -> int:
     if args.epochs is not None:
         exp = dataclasses.replace(exp, epochs=args.epochs)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
-    try:
-        result = run(args.data_dir, exp, coral_csv_dir=args.coral_csv_dir, out=out, data_kind_override=args.data_kind,
-                     fresh=args.fresh, deterministic=args.deterministic)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = run(args.data_dir, exp, coral_csv_dir=args.coral_csv_dir, out=out, data_kind_override=args.data_kind,
+                 fresh=args.fresh, deterministic=args.deterministic, strategy=args.strategy, tfds_dir=args.tfds_dir)
     print()
     print(format_cells(result["cells"]))
     print()

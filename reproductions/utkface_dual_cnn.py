@@ -54,6 +54,14 @@ their ``model.keras``, the interrupted one continues after its last completed ep
 record keeps ``resumed_from_epoch``). ``--fresh`` starts over; ``--deterministic`` turns on
 TensorFlow's op determinism (same seed, same device: same split and losses).
 
+Several GPUs: ``--strategy mirrored`` (every GPU of the machine) or ``multiworker`` (several
+machines, ``TF_CONFIG``) builds and trains each network under ``tf.distribute``
+(:mod:`agegender.distribute`). The paper's batch of 64 stays the global batch (32 per replica on
+two GPUs; a replica count that does not divide 64 is an error) and the learning rates stay the
+paper's; the batch normalisation of ``block1_bn`` then uses each replica's share of the batch for
+its statistics. ``--tfds-dir DIR`` reads the TFDS data prepared by ``python -m agegender.data
+prepare`` instead of ``--data-dir``.
+
 Runtime (full UTKFace: the paper's 23,708 faces split 11,617 / 4,979 / 7,112; 128x128; ~9
 epochs per network): the paper took 640-840 s per network on an RTX 3070 (Sec. IV-B); a current
 data-centre GPU (mixed float16, chosen automatically) should take a few minutes per network,
@@ -118,6 +126,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from agegender.cli import add_run_arguments, run_main  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
 
 REPRODUCTION = "utkface_dual_cnn"
@@ -188,12 +197,13 @@ NETWORKS = {
 # data
 
 
-def load_split(data_dir, exp: SpezialiExperiment):
-    """Read UTKFace under ``data_dir`` and apply the Speziali split; returns (samples, frame used, split)."""
+def load_split(data_dir, exp: SpezialiExperiment, tfds_dir=None):
+    """Read UTKFace under ``data_dir`` (or the prepared TFDS data in ``tfds_dir``) and apply the Speziali
+    split; returns (samples, frame used, split)."""
+    from agegender.cli import read_samples
     from agegender.data.splits import make_split
-    from agegender.data.utkface import read_utkface
 
-    samples = read_utkface(data_dir)
+    samples = read_samples("utkface", data_dir, tfds_dir)
     frame = samples.frame
     if exp.max_images is not None and exp.max_images < len(frame):
         frame = frame.sample(n=exp.max_images, random_state=exp.seed).sort_values("file").reset_index(drop=True)
@@ -202,7 +212,8 @@ def load_split(data_dir, exp: SpezialiExperiment):
     counts = split.counts()
     if min(counts.values()) == 0:
         raise DataError(f"too few usable faces for a train/validation/test split (split sizes {counts})",
-                        path=data_dir, fix="point --data-dir at a folder with more UTKFace images (at least ~10)")
+                        path=data_dir if tfds_dir is None else tfds_dir,
+                        fix="point --data-dir at a folder with more UTKFace images (at least ~10)")
     return samples, frame, split
 
 
@@ -276,13 +287,24 @@ def merge_skipped(reports: list) -> list[dict]:
 # models
 
 
-def build_network(network: Network | str, exp: SpezialiExperiment):
-    """Build and compile one network with the paper's optimiser, losses and lambda_age."""
+def build_network(network: Network | str, exp: SpezialiExperiment, strategy=None):
+    """Build and compile one network with the paper's optimiser, losses and lambda_age.
+
+    ``strategy``: a ``tf.distribute`` strategy (:func:`agegender.distribute.make_strategy`) whose
+    scope the model is built and compiled under; None: the current one.
+    """
+    import contextlib
+
+    network = NETWORKS[network] if isinstance(network, str) else network
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return _build_network(network, exp)
+
+
+def _build_network(network: Network, exp: SpezialiExperiment):
     import keras
 
     from agegender.models.dual_cnn import build_dual_cnn
 
-    network = NETWORKS[network] if isinstance(network, str) else network
     model = build_dual_cnn(network.variant, input_size=exp.input_size, dropout=exp.dropout)
     bn = model.get_layer("block1_bn")
     bn.momentum, bn.epsilon = exp.bn_momentum, exp.bn_epsilon  # PyTorch defaults (module docstring)
@@ -653,14 +675,17 @@ def _out_paths(out) -> dict:
 
 def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual"), out=None,
         data_kind_override: str | None = None, verbose: int | str = 2, log=print, fresh: bool = False,
-        deterministic: bool = False) -> dict:
+        deterministic: bool = False, strategy: str = "default", tfds_dir=None) -> dict:
     """Run the reproduction; return paths, per-network metrics and the cells written.
 
     A rerun of the same command (same data, configuration and seed) picks up its earlier run
     (:mod:`agegender.records`): networks with a complete record are reloaded from their
     ``model.keras`` instead of trained, an interrupted one resumes after its last completed
     epoch. ``fresh`` starts a new run instead. ``deterministic`` turns on TensorFlow's op
-    determinism (:func:`agegender.training.seed_everything`).
+    determinism (:func:`agegender.training.seed_everything`). ``strategy``: ``default``,
+    ``mirrored`` or ``multiworker`` (:mod:`agegender.distribute`; the batch of 64 is the global
+    batch, split over the replicas; the learning rates are the paper's). ``tfds_dir``: read the
+    prepared TFDS data there instead of the raw folder ``data_dir``.
     """
     import datetime as _dt
 
@@ -672,9 +697,15 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     networks = [n for n in NETWORKS if n in networks]  # canonical order: age, gender, dual
     paths = _out_paths(out)
     t0 = time.time()
-    samples, frame, split = load_split(data_dir, exp)  # before TensorFlow loads: a DataError stays one line
+    from agegender.distribute import start_early
+
+    start_early(strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
+    samples, frame, split = load_split(data_dir, exp, tfds_dir)  # before TensorFlow loads: a DataError stays one line
+    data_root = data_dir if tfds_dir is None else samples.root
 
     import keras
+
+    from agegender.distribute import make_strategy, strategy_config
 
     from agegender.models.activations import activation_maps, grad_cam
     from agegender.plots import confusion_matrix, learning_curves
@@ -682,22 +713,30 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     from agegender.training import configure_precision, seed_everything, train
     from results.tables import generate
 
-    kind = data_kind_override or data_kind(data_dir, "utkface", len(frame))
+    kind = data_kind_override or data_kind(data_root, "utkface", len(frame))
     counts = split.counts()
     ks = split.info.get("ks_train_val", {})
-    log(f"[speziali] {len(frame)} faces from {data_dir} ({kind}); split {counts}; "
+    log(f"[speziali] {len(frame)} faces from {tfds_dir or data_dir} ({kind}); split {counts}; "
         f"KS train vs validation ages: D = {ks.get('statistic', float('nan')):.3f}, "
         f"p = {ks.get('p_value', float('nan')):.3f} (paper: p ~= 0.38)")
 
+    distribution = make_strategy(strategy)
+    # the paper's batch of 64 is the global batch: each replica gets 64 / replicas (no --batch-size flag here)
+    strategy_info = strategy_config(strategy, distribution, exp.batch_size, flag=None)
     seed_everything(exp.seed, deterministic)
     precision = configure_precision(exp.precision)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     config = {**dataclasses.asdict(exp), "precision_policy": precision, "networks": list(networks),
-              "deterministic": bool(deterministic)}
-    data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_dir).resolve()),
+              "deterministic": bool(deterministic), "strategy": strategy_info}
+    data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_root).resolve()),
             "images_read": len(samples.frame), "images_used": len(frame),
             "files_skipped_by_reader": len(samples.skipped), "names_repaired": len(samples.repaired),
             "counts": counts}
+    if tfds_dir is not None:
+        data["prepared"] = str(Path(tfds_dir).resolve())
+    if strategy_info["replicas"] > 1:
+        log(f"[speziali] {strategy} strategy: {strategy_info['replicas']} replicas, global batch {exp.batch_size} = "
+            f"{strategy_info['per_replica_batch']} per replica; learning rates unchanged (the paper's)")
 
     # protocol record: the split, the KS test and the hyper-parameters read back from a built model. Its run
     # id is shared by the networks' records and the figures; a rerun of the same command picks it up again.
@@ -723,7 +762,7 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
         network = NETWORKS[key]
         keras.utils.set_random_seed(exp.seed)  # each network independent of which others run
         datasets = make_datasets(split, exp, network.tasks, skipped)
-        model = build_network(network, exp)
+        model = build_network(network, exp, distribution)
         recorder = RunRecorder(REPRODUCTION, network.key, config=config, seed=exp.seed, data=data, paper=PAPER,
                                out=paths["runs"], run_id=run_id, resume=not fresh,
                                preprocessing=preprocessing(network, exp, kind))
@@ -880,8 +919,9 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] + " Trains the networks, writes run records, figures and "
                     "the regenerated tables next to the published values.",
         epilog="Decisions, runtime and expected figures: python -m pydoc reproductions.utkface_dual_cnn")
-    parser.add_argument("--data-dir", required=True, metavar="DIR",
-                        help="UTKFace folder (age_gender_race_timestamp.jpg.chip.jpg files, searched recursively)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="UTKFace folder (age_gender_race_timestamp.jpg.chip.jpg files, searched recursively); "
+                             "required unless --tfds-dir is given")
     parser.add_argument("--networks", default="age,gender,dual", metavar="LIST",
                         help="comma-separated networks to train: age (single-task regressor), gender (single-task "
                              "classifier), dual (two branches); default all three")
@@ -900,19 +940,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
                         help="label the data in records and tables; default: detected (generated faces carry a "
                              "marker file, fewer than 90%% of the 23,708 UTKFace files count as a sample)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start a new run; by default rerunning the same command (same data, options and seed) "
-                             "resumes its earlier run: networks already complete are reloaded, an interrupted one "
-                             "continues after its last completed epoch")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="TensorFlow op determinism and fixed seeds: two runs with the same seed on the same "
-                             "device give the same split and losses (slower on a GPU)")
+    add_run_arguments(parser,
+                      fresh_help="start a new run; by default rerunning the same command (same data, options and "
+                                 "seed) resumes its earlier run: networks already complete are reloaded, an "
+                                 "interrupted one continues after its last completed epoch",
+                      deterministic_help="TensorFlow op determinism and fixed seeds: two runs with the same seed on "
+                                         "the same device give the same split and losses (slower on a GPU)")
     return parser
 
 
 def main(argv=None) -> int:
+    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
+    return run_main(_main, argv)
+
+
+def _main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.data_dir is None and args.tfds_dir is None:
+        parser.error("--data-dir is required (or --tfds-dir)")
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
     bad = [n for n in networks if n not in NETWORKS]
     if bad or not networks:
@@ -925,16 +971,8 @@ def main(argv=None) -> int:
     if args.epochs is not None:
         exp = dataclasses.replace(exp, epochs=args.epochs)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
-    try:
-        result = run(args.data_dir, exp, networks=networks, out=out, data_kind_override=args.data_kind,
-                     fresh=args.fresh, deterministic=args.deterministic)
-    except DataError as err:  # includes TrainingDiverged
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a file or folder the readers did not foresee (permissions, disk full ...)
-        print(f"error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err} — fix: check that "
-              "the path exists, is readable (and the output folder writable) and the disk has space", file=sys.stderr)
-        return 2
+    result = run(args.data_dir, exp, networks=networks, out=out, data_kind_override=args.data_kind,
+                 fresh=args.fresh, deterministic=args.deterministic, strategy=args.strategy, tfds_dir=args.tfds_dir)
     print()
     print(format_cells(result["cells"]))
     print()

@@ -66,6 +66,14 @@ Command
 before training anything with a one-line error naming the file, its URL and ``--weights PATH``.
 ``--weights none`` trains from scratch (row label "from scratch").
 
+Several GPUs: ``--strategy mirrored`` (every GPU of the machine) or ``multiworker`` (several
+machines, ``TF_CONFIG``) builds and trains each model under ``tf.distribute``
+(:mod:`agegender.distribute`). The paper's batch of 16 stays the global batch (8 per replica on
+two GPUs; a replica count that does not divide 16 is an error) and RMSprop's learning rate is
+kept; the backbones' batch normalisation then uses each replica's share of the batch for its
+statistics. ``--tfds-dir DIR`` reads the TFDS data prepared by ``python -m agegender.data
+prepare`` instead of ``--data-dir``.
+
 Runtime and expected figures
 ----------------------------
 Full run (the real 23,708 UTKFace files keep about 19,000 faces aged 10-65, split ~49/21/30%):
@@ -123,6 +131,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from agegender.cli import add_run_arguments, run_main  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
 
 try:  # raised by agegender.training.train when the loss becomes NaN / infinite (a DataError)
@@ -254,12 +263,13 @@ def deviations(exp: DeyExperiment, size: int) -> list[str]:
 # data
 
 
-def load_split(data_dir, exp: DeyExperiment):
-    """Read UTKFace under ``data_dir`` and apply the Dey split; returns (samples, frame used, split)."""
+def load_split(data_dir, exp: DeyExperiment, tfds_dir=None):
+    """Read UTKFace under ``data_dir`` (or the prepared TFDS data in ``tfds_dir``) and apply the Dey split;
+    returns (samples, frame used, split)."""
+    from agegender.cli import read_samples
     from agegender.data.splits import make_split
-    from agegender.data.utkface import read_utkface
 
-    samples = read_utkface(data_dir)
+    samples = read_samples("utkface", data_dir, tfds_dir)
     frame = samples.frame
     if exp.max_images is not None and exp.max_images < len(frame):
         frame = frame.sample(n=exp.max_images, random_state=exp.seed).sort_values("file").reset_index(drop=True)
@@ -267,7 +277,7 @@ def load_split(data_dir, exp: DeyExperiment):
     counts = split.counts()
     if min(counts.values()) == 0:
         raise DataError(f"too few faces aged {exp.min_kept_age}-{exp.max_kept_age} for a train/validation/test "
-                        f"split (split sizes {counts})", path=data_dir,
+                        f"split (split sizes {counts})", path=data_dir if tfds_dir is None else tfds_dir,
                         fix="point --data-dir at a folder with more UTKFace images (at least ~10 aged 10-65)")
     return samples, frame, split
 
@@ -308,8 +318,18 @@ def make_datasets(split, exp: DeyExperiment, size: int, skipped: list) -> dict:
 # model
 
 
-def build_model(exp: DeyExperiment, size: int | None = None):
-    """Build and compile the multi-task model of ``exp`` (Sec. 3.4-3.5, 4.2)."""
+def build_model(exp: DeyExperiment, size: int | None = None, strategy=None):
+    """Build and compile the multi-task model of ``exp`` (Sec. 3.4-3.5, 4.2).
+
+    ``strategy``: a ``tf.distribute`` strategy whose scope the model is built and compiled under.
+    """
+    import contextlib
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return _build_model(exp, size)
+
+
+def _build_model(exp: DeyExperiment, size: int | None):
     import keras
 
     from agegender.models.multihead import build_multihead
@@ -567,21 +587,25 @@ def preprocessing(exp: DeyExperiment, size: int, data_kind: str):
 
 
 def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_id: str, data: dict,
-                 precision: str, verbose=2, log=print, fresh: bool = False, deterministic: bool = False) -> dict:
+                 precision: str, verbose=2, log=print, fresh: bool = False, deterministic: bool = False,
+                 strategy: str = "default") -> dict:
     """Train, checkpoint, reload and evaluate one backbone; write its record and figures.
 
     A complete record of the same command is read back instead of trained again (``fresh``
-    trains again); an interrupted one resumes after its last completed epoch.
+    trains again); an interrupted one resumes after its last completed epoch. ``strategy``
+    (:mod:`agegender.distribute`): the model is built and compiled under its scope.
     """
     import keras
 
+    from agegender.distribute import make_strategy, strategy_config
     from agegender.records import RunRecorder
     from agegender.training import seed_everything, train
 
     size = image_size(exp)
     keras.backend.clear_session()
     seed_everything(exp.seed, deterministic)  # each backbone independent of which others run
-    model = build_model(exp, size)
+    distribution = make_strategy(strategy)
+    model = build_model(exp, size, distribution)
     encoder = {}
     if exp.backbone == "transformer":
         layer = model.get_layer("transformer").get_layer("transformer_encoder")
@@ -590,6 +614,7 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_
               "optimizer": "RMSprop", "losses": {"age": "mse", "ethnicity": "categorical_crossentropy",
                                                  "gender": "categorical_crossentropy"},
               "parameters": int(model.count_params()), "deterministic": bool(deterministic),
+              "strategy": strategy_config(strategy, distribution, exp.batch_size, flag=None),
               **({"transformer_encoder": encoder} if encoder else {})}
     recorder = RunRecorder(REPRODUCTION, experiment_name(exp), config=config, seed=exp.seed, data=data, paper=PAPER,
                            out=paths["runs"], run_id=run_id, resume=not fresh,
@@ -638,12 +663,16 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_
 
 
 def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_override: str | None = None,
-        verbose=2, log=print, fresh: bool = False, deterministic: bool = False) -> dict:
+        verbose=2, log=print, fresh: bool = False, deterministic: bool = False, strategy: str = "default",
+        tfds_dir=None) -> dict:
     """Run the reproduction for ``backbones`` (default ``exp.backbone``); return records, metrics and cells.
 
     Rerunning the same command resumes it (:mod:`agegender.records`): backbones with a complete
     record are read back, an interrupted one continues after its last completed epoch; ``fresh``
-    starts a new run. ``deterministic`` turns on TensorFlow's op determinism.
+    starts a new run. ``deterministic`` turns on TensorFlow's op determinism. ``strategy``:
+    ``default``, ``mirrored`` or ``multiworker`` (:mod:`agegender.distribute`; the paper's batch of
+    16 is the global batch, split over the replicas; RMSprop's learning rate is unchanged).
+    ``tfds_dir``: read the prepared TFDS data there instead of the raw folder ``data_dir``.
     """
     import datetime as _dt
 
@@ -651,9 +680,14 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
 
     backbones = list(backbones or [exp.backbone])
     t0 = time.time()
-    paths = _out_paths(out)
-    samples, frame, split = load_split(data_dir, exp)  # a DataError here stays one line, before TensorFlow
+    from agegender.distribute import start_early
 
+    start_early(strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
+    paths = _out_paths(out)
+    samples, frame, split = load_split(data_dir, exp, tfds_dir)  # a DataError here stays one line, before TensorFlow
+    data_root = data_dir if tfds_dir is None else samples.root
+
+    from agegender.distribute import make_strategy, strategy_config
     from agegender.models.backbones import check_weights, get_backbone
     from agegender.records import RunRecorder
     from agegender.training import configure_precision
@@ -667,19 +701,28 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
         size = image_size(e)
         check_weights(e.backbone, e.weights, (size, size, 3))
 
-    kind = data_kind_override or data_kind(data_dir, "utkface", len(frame))
+    kind = data_kind_override or data_kind(data_root, "utkface", len(frame))
     counts = split.counts()
-    log(f"[dey] {len(frame)} faces from {data_dir} ({kind}); {split.info.get('aged_10_65')} aged 10-65; "
+    log(f"[dey] {len(frame)} faces from {tfds_dir or data_dir} ({kind}); {split.info.get('aged_10_65')} aged 10-65; "
         f"split {counts} (paper {split.info.get('paper_counts')})")
+    distribution = make_strategy(strategy)
+    # the paper's batch of 16 is the global batch: an uneven split over the replicas fails here, before training
+    strategy_info = strategy_config(strategy, distribution, exp.batch_size, flag=None)
+    if strategy_info["replicas"] > 1:
+        log(f"[dey] {strategy} strategy: {strategy_info['replicas']} replicas, global batch {exp.batch_size} = "
+            f"{strategy_info['per_replica_batch']} per replica; learning rate unchanged (RMSprop 1e-3)")
     precision = configure_precision(exp.precision)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_dir).resolve()),
+    data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_root).resolve()),
             "images_read": len(samples.frame), "images_used": len(frame),
             "files_skipped_by_reader": len(samples.skipped), "names_repaired": len(samples.repaired),
             "aged_10_65": len(split.frame), "counts": counts, "paper_counts": split.info.get("paper_counts")}
+    if tfds_dir is not None:
+        data["prepared"] = str(Path(tfds_dir).resolve())
 
     protocol = RunRecorder(REPRODUCTION, "protocol", config={**dataclasses.asdict(exp), "backbones": backbones,
-                                                            "deterministic": bool(deterministic)},
+                                                            "deterministic": bool(deterministic),
+                                                            "strategy": strategy_info},
                            seed=exp.seed, data=data, paper=PAPER, out=paths["runs"], resume=not fresh,
                            new_run_id=f"{stamp}-s{exp.seed}")
     run_id = protocol.run_id
@@ -697,7 +740,7 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
         try:
             results[e.backbone] = run_backbone(e, split, by_size[size], paths=paths, run_id=run_id, data=data,
                                                precision=precision, verbose=verbose, log=log, fresh=fresh,
-                                               deterministic=deterministic)
+                                               deterministic=deterministic, strategy=strategy)
         except TrainingDiverged as err:  # its record is marked failed; the other backbones still run
             failed[e.backbone] = str(err)
             log(f"[dey] {table_row(e)}: {err}")
@@ -758,9 +801,10 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] + " Trains the multi-task model on each chosen backbone, writes one "
                     "run record per backbone, the figures, and Tables 1-3 regenerated next to the published values.",
         epilog="Decisions, runtime and expected figures: python -m pydoc reproductions.utkface_xception")
-    parser.add_argument("--data-dir", required=True, metavar="DIR",
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="UTKFace folder (age_gender_race_timestamp.jpg.chip.jpg files, searched recursively); "
-                             "faces aged 10-65 are kept and split 9,115 : 3,907 : 5,581 (Sec. 4.1)")
+                             "faces aged 10-65 are kept and split 9,115 : 3,907 : 5,581 (Sec. 4.1); required unless "
+                             "--tfds-dir is given")
     parser.add_argument("--backbone", choices=(*BACKBONE_ORDER, "all"), default=default.backbone,
                         help=f"backbone under the three heads (default {default.backbone}, the paper's best): vgg19, "
                              "resnet50, inception_v3, xception, mobilenet (keras.applications, whole and trainable), "
@@ -789,19 +833,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=default.seed, metavar="S",
                         help=f"seed of the split, the subset, the shuffling and the initial weights (default "
                              f"{default.seed})")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start new runs; without it, rerunning the same command resumes its earlier run: "
-                             "backbones already complete are read back, an interrupted one continues after its last "
-                             "completed epoch")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="turn on TensorFlow op determinism with the fixed seed: the same seed on the same "
-                             "device gives the same split and losses (slower on a GPU)")
+    add_run_arguments(parser,
+                      fresh_help="start new runs; without it, rerunning the same command resumes its earlier run: "
+                                 "backbones already complete are read back, an interrupted one continues after its "
+                                 "last completed epoch",
+                      deterministic_help="turn on TensorFlow op determinism with the fixed seed: the same seed on "
+                                         "the same device gives the same split and losses (slower on a GPU)")
     return parser
 
 
 def main(argv=None) -> int:
+    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
+    return run_main(_main, argv)
+
+
+def _main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.data_dir is None and args.tfds_dir is None:
+        parser.error("--data-dir is required (or --tfds-dir)")
     backbones = list(BACKBONE_ORDER) if args.backbone == "all" else [args.backbone]
     weights = parse_weights(args.weights) if args.weights is not None else None
     if weights not in (None, "imagenet") and len(backbones) > 1:
@@ -812,12 +862,8 @@ def main(argv=None) -> int:
     if args.weights is not None:
         exp = dataclasses.replace(exp, weights=weights)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
-    try:
-        result = run(args.data_dir, exp, backbones=backbones, out=out, fresh=args.fresh,
-                     deterministic=args.deterministic)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = run(args.data_dir, exp, backbones=backbones, out=out, fresh=args.fresh,
+                 deterministic=args.deterministic, strategy=args.strategy, tfds_dir=args.tfds_dir)
     print()
     print(format_tables(result["cells"]))
     print()

@@ -44,6 +44,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import keras
+from keras.src.losses.loss import scale_loss_for_distribution  # Keras 3's own replica scaling
 from keras import ops
 
 TASK_LOSSES = ("half_mse", "sparse_ce")
@@ -116,7 +117,8 @@ class LastValue(keras.metrics.Metric):
 
     def __init__(self, name="last_value", dtype="float32", **kwargs):
         super().__init__(name=name, dtype=dtype, **kwargs)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+        # every replica holds the same value (the weights are mirrored): keep the first, do not sum
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value", aggregation="only_first_replica")
 
     def update_state(self, value, sample_weight=None):
         self.value.assign(ops.cast(value, self.dtype))
@@ -208,7 +210,9 @@ class MultiTaskLossModel(keras.Model):
         self.penalty_tracker.update_state(self.weighting.penalty())
         for extra in self.losses:  # regularisers of the network's layers, if any
             total = total + ops.cast(extra, "float32")
-        return total
+        # as Keras does for its built-in losses: under N replicas each one's loss is divided by N, since the
+        # replicas' gradients are summed (without it every gradient would be N times too large)
+        return scale_loss_for_distribution(total)
 
     @property
     def metrics(self):

@@ -1,0 +1,118 @@
+"""Command-line pieces every reproduction shares: run options, reading the data, clean exits.
+
+- :func:`add_run_arguments` adds ``--fresh``, ``--deterministic``, ``--strategy`` and
+  ``--tfds-dir`` to a reproduction's ``argparse`` parser (one wording everywhere).
+- :func:`read_samples` reads a dataset either from its raw folder (the readers of
+  :mod:`agegender.data`) or, with ``--tfds-dir``, from the TFDS data that
+  ``python -m agegender.data prepare ...`` wrote (:mod:`agegender.data.prepared`).
+- :func:`run_main` (or the :func:`entry_point` decorator) runs a reproduction's main function
+  and turns the errors a user can fix into one line on stderr and an exit status: a
+  :class:`~agegender.errors.DataError` (bad or missing data, a diverged loss, a setting the
+  ``--strategy`` cannot run) or an ``OSError`` -> ``error: ...``, status 2; Ctrl-C -> a line
+  saying that rerunning the same command resumes the run, status 130. Anything else is a bug
+  and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+from agegender.distribute import STRATEGIES, STRATEGY_HELP
+from agegender.errors import DataError
+
+EXIT_DATA_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+FRESH_HELP = ("start new runs; by default rerunning the same command (same data, options and seed) resumes it: "
+              "models with a complete record are read back, an interrupted one continues after its last completed "
+              "epoch")
+DETERMINISTIC_HELP = ("TensorFlow op determinism and fixed seeds: two runs with the same seed on the same device "
+                      "give the same splits and losses (slower on a GPU)")
+PREPARE_COMMAND = "python -m agegender.data prepare ..."
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, fresh_help: str | None = None,
+                      deterministic_help: str | None = None, data_flag: str = "--data-dir",
+                      tfds: bool = True) -> argparse.ArgumentParser:
+    """Add ``--fresh``, ``--deterministic``, ``--strategy`` and (``tfds``) ``--tfds-dir`` to ``parser``.
+
+    ``fresh_help`` / ``deterministic_help`` replace the generic help texts (a reproduction says
+    what "a run" is for it: folds, networks, backbones ...); ``data_flag`` names the raw-data
+    option(s) that ``--tfds-dir`` replaces. Returns the parser.
+    """
+    parser.add_argument("--fresh", action="store_true", help=fresh_help or FRESH_HELP)
+    parser.add_argument("--deterministic", action="store_true", help=deterministic_help or DETERMINISTIC_HELP)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default", help=STRATEGY_HELP)
+    if tfds:
+        parser.add_argument("--tfds-dir", default=None, metavar="DIR",
+                            help=f"read the dataset from TFDS data prepared by `{PREPARE_COMMAND}` instead of the raw "
+                                 f"folder in {data_flag} (the TFDS data_dir given to prepare)")
+    return parser
+
+
+def read_samples(source: str, data_dir=None, tfds_dir=None, *, columns=(), **reader_options):
+    """The :class:`~agegender.data.samples.Samples` of ``source`` (utkface, adience, celeba, imdb_wiki).
+
+    Without ``tfds_dir``: the raw reader on ``data_dir`` with ``reader_options`` (e.g.
+    ``keep_duplicates=True`` for Adience). With ``tfds_dir``: the prepared data,
+    ``agegender.data.prepared.read_prepared(source, tfds_dir)``; the reader options then do not
+    apply (they were fixed when the data were prepared). ``columns``: extra columns the caller
+    needs (``fold``, CelebA attributes ...); prepared data without them is a one-line
+    :class:`DataError`.
+    """
+    if tfds_dir is None:
+        if data_dir is None:
+            raise DataError(f"no {source} data given", fix="pass the raw dataset folder (--data-dir DIR) or the "
+                                                            f"prepared TFDS data (--tfds-dir DIR, from `{PREPARE_COMMAND}`)")
+        from agegender.data.audit import read_dataset
+
+        return read_dataset(source, data_dir, **reader_options)
+    try:
+        from agegender.data.prepared import read_prepared
+    except ModuleNotFoundError as err:
+        if err.name not in ("agegender.data.prepared",):
+            raise
+        raise DataError("this installation cannot read prepared TFDS data (agegender.data.prepared is absent)",
+                        path=tfds_dir, fix="read the raw folder with --data-dir instead") from None
+    samples = read_prepared(source, tfds_dir)
+    missing = [c for c in columns if c not in samples.frame.columns]
+    if missing:
+        raise DataError(f"the prepared {source} data lack the column(s) {', '.join(missing)} this reproduction needs",
+                        path=tfds_dir, fix=f"prepare it again with `{PREPARE_COMMAND}`, or read the raw folder "
+                                           "(--data-dir)")
+    return samples
+
+
+def run_main(fn, argv=None, *, resume_hint: str | None = None) -> int:
+    """``fn(argv)`` with the user-fixable errors turned into one line and an exit status (module docstring).
+
+    ``resume_hint`` replaces the Ctrl-C line's default text.
+    """
+    try:
+        return fn(argv)
+    except DataError as err:  # includes TrainingDiverged and distribute.StrategyError
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA_ERROR
+    except OSError as err:  # a file or folder the readers did not foresee (permissions, disk full ...)
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"error: {where}{err.strerror or err} — fix: check that the path exists, is readable (and the output "
+              "folder writable) and the disk has space", file=sys.stderr)
+        return EXIT_DATA_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted: " + (resume_hint or "rerun the same command to resume (runs with a complete record are "
+                                                  "read back, the interrupted one continues after its last completed "
+                                                  "epoch; --fresh starts over)"), file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry_point(fn=None, *, resume_hint: str | None = None):
+    """Decorator form of :func:`run_main`: ``@entry_point`` on ``def main(argv=None) -> int``."""
+    def wrap(inner):
+        @functools.wraps(inner)
+        def main(argv=None) -> int:
+            return run_main(inner, argv, resume_hint=resume_hint)
+
+        return main
+
+    return wrap(fn) if fn is not None else wrap
