@@ -348,16 +348,25 @@ def resize_uint8(images, size: int, *, method: str = "tf"):
     """
     import tensorflow as tf
 
-    if method == "tf":
-        shape = tf.shape(images)
-        antialias = _antialias(shape[-3], shape[-2], size)
-        out = tf.cond(antialias, lambda: tf.image.resize(images, (size, size), antialias=True),
-                      lambda: tf.image.resize(images, (size, size)))
-    elif method == "matmul":
-        out = _resize_matmul(images, size)
-    else:
+    if method not in ("tf", "matmul"):
         raise ValueError(f"resize method must be 'tf' or 'matmul', got {method!r}")
-    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+
+    def resized():
+        if method == "matmul":
+            out = _resize_matmul(images, size)
+        else:
+            out = tf.cond(_antialias(shape[-3], shape[-2], size),
+                          lambda: tf.image.resize(images, (size, size), antialias=True),
+                          lambda: tf.image.resize(images, (size, size)))
+        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+    if method == "matmul" or images.dtype != tf.uint8:  # exported graphs: TensorFlow Lite builtins, no cond
+        return resized()
+    same = tf.logical_and(tf.equal(shape[-3], size), tf.equal(shape[-2], size))
+    out = tf.cond(same, lambda: tf.identity(images), resized)  # already the size: the resize is the identity
+    return tf.ensure_shape(out, images.shape[:-3].concatenate([size, size]).concatenate(images.shape[-1:]))
 
 
 def _antialias(height, width, size: int):
