@@ -60,12 +60,14 @@ prepare: install  ## prepare DATASET (utkface, adience, celeba, imdb_wiki) from 
 
 BENCH_ARGS ?=
 BENCH_MODELS ?= levi_multitask dual_cnn xception_transfer efficientnet_b4
+# a few small steps keep a CPU run short; on a GPU: BENCH_TRAIN_ARGS="--steps 50 --batch-size 64"
+BENCH_TRAIN_ARGS ?= --steps 3 --batch-size 16
 .PHONY: bench bench-scale
-bench: install  ## measure the input pipeline against the JPEG decode limit, training steps per precision (4 models), predict latency; writes results/bench/ (about 15 min on 2 CPU cores)
+bench: install  ## measure the input pipeline against the JPEG decode limit, training steps per precision (4 models; BENCH_TRAIN_ARGS), predict latency; writes results/bench/ (about 15 min on 2 CPU cores)
 	@mkdir -p results/bench
 	$(PY) -m agegender.bench pipeline --json results/bench/pipeline.json $(BENCH_ARGS)
 	$(PY) -m agegender.bench pipeline --size 200 --json results/bench/pipeline_no_resize.json $(BENCH_ARGS)
-	for m in $(BENCH_MODELS); do $(PY) -m agegender.bench train --model $$m --json results/bench/train_$$m.json || exit 1; done
+	for m in $(BENCH_MODELS); do $(PY) -m agegender.bench train --model $$m $(BENCH_TRAIN_ARGS) --json results/bench/train_$$m.json || exit 1; done
 	$(PY) -m agegender.bench predict --json results/bench/predict_latency.json
 	$(PY) -m agegender.bench report results/bench/*.json --out results/bench/README.md
 
