@@ -5,7 +5,7 @@
 - :func:`read_samples` reads a dataset either from its raw folder (the readers of
   :mod:`agegender.data`) or, with ``--tfds-dir``, from the TFDS data that
   ``python -m agegender.data prepare ...`` wrote (:mod:`agegender.data.prepared`).
-- :func:`run_main` (or the :func:`entry_point` decorator) runs a reproduction's main function
+- :func:`run_main` runs a reproduction's main function
   and turns the errors a user can fix into one line on stderr and an exit status: a
   :class:`~agegender.errors.DataError` (bad or missing data, a diverged loss, a setting the
   ``--strategy`` cannot run) or an ``OSError`` -> ``error: ...``, status 2; Ctrl-C -> a line
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 
 from agegender.distribute import STRATEGIES, STRATEGY_HELP
@@ -27,22 +26,21 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 FRESH_HELP = ("start new runs; by default rerunning the same command (same data, options and seed) resumes it: "
               "models with a complete record are read back, an interrupted one continues after its last completed "
               "epoch")
-DETERMINISTIC_HELP = ("TensorFlow op determinism and fixed seeds: two runs with the same seed on the same device "
-                      "give the same splits and losses (slower on a GPU)")
+DETERMINISTIC_HELP = ("TensorFlow op determinism with the fixed --seed: two runs with the same seed on the same "
+                      "device give the same samples, splits and losses (slower on a GPU)")
 PREPARE_COMMAND = "python -m agegender.data prepare ..."
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, *, fresh_help: str | None = None,
-                      deterministic_help: str | None = None, data_flag: str = "--data-dir",
+def add_run_arguments(parser: argparse.ArgumentParser, *, fresh_help: str | None = None, data_flag: str = "--data-dir",
                       tfds: bool = True) -> argparse.ArgumentParser:
     """Add ``--fresh``, ``--deterministic``, ``--strategy`` and (``tfds``) ``--tfds-dir`` to ``parser``.
 
-    ``fresh_help`` / ``deterministic_help`` replace the generic help texts (a reproduction says
-    what "a run" is for it: folds, networks, backbones ...); ``data_flag`` names the raw-data
+    ``fresh_help`` replaces the generic help text (a reproduction says what "a run" is for it:
+    folds, networks, backbones ...); ``data_flag`` names the raw-data
     option(s) that ``--tfds-dir`` replaces. Returns the parser.
     """
     parser.add_argument("--fresh", action="store_true", help=fresh_help or FRESH_HELP)
-    parser.add_argument("--deterministic", action="store_true", help=deterministic_help or DETERMINISTIC_HELP)
+    parser.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
     parser.add_argument("--strategy", choices=STRATEGIES, default="default", help=STRATEGY_HELP)
     if tfds:
         parser.add_argument("--tfds-dir", default=None, metavar="DIR",
@@ -84,11 +82,8 @@ def read_samples(source: str, data_dir=None, tfds_dir=None, *, columns=(), **rea
     return samples
 
 
-def run_main(fn, argv=None, *, resume_hint: str | None = None) -> int:
-    """``fn(argv)`` with the user-fixable errors turned into one line and an exit status (module docstring).
-
-    ``resume_hint`` replaces the Ctrl-C line's default text.
-    """
+def run_main(fn, argv=None) -> int:
+    """``fn(argv)`` with the user-fixable errors turned into one line and an exit status (module docstring)."""
     try:
         return fn(argv)
     except DataError as err:  # includes TrainingDiverged and distribute.StrategyError
@@ -100,19 +95,6 @@ def run_main(fn, argv=None, *, resume_hint: str | None = None) -> int:
               "folder writable) and the disk has space", file=sys.stderr)
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
-        print("\ninterrupted: " + (resume_hint or "rerun the same command to resume (runs with a complete record are "
-                                                  "read back, the interrupted one continues after its last completed "
-                                                  "epoch; --fresh starts over)"), file=sys.stderr)
+        print("\ninterrupted: rerun the same command to resume (runs with a complete record are read back, the "
+              "interrupted one continues after its last completed epoch; --fresh starts over)", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def entry_point(fn=None, *, resume_hint: str | None = None):
-    """Decorator form of :func:`run_main`: ``@entry_point`` on ``def main(argv=None) -> int``."""
-    def wrap(inner):
-        @functools.wraps(inner)
-        def main(argv=None) -> int:
-            return run_main(inner, argv, resume_hint=resume_hint)
-
-        return main
-
-    return wrap(fn) if fn is not None else wrap

@@ -1076,9 +1076,7 @@ def _parser() -> argparse.ArgumentParser:
                              f"weights (default {default.seed})")
     add_run_arguments(parser, data_flag="--imdb-wiki / --utkface",
                       fresh_help="train again; by default models with a complete record of the same settings are "
-                                 "read back and an interrupted one resumes after its last completed epoch",
-                      deterministic_help="turn on TensorFlow op determinism with the fixed seed: the same seed on "
-                                         "the same device gives the same samples, splits and losses (slower on a GPU)")
+                                 "read back and an interrupted one resumes after its last completed epoch")
     return parser
 
 

@@ -1130,9 +1130,7 @@ def _parser() -> argparse.ArgumentParser:
                                  "models already complete are read back from their records (not trained again), an "
                                  "interrupted one continues after its last completed epoch with its Early Freeze "
                                  "state (frozen layers, counters, best weights) and learning-rate schedule; the "
-                                 "tables and figures are drawn again either way",
-                      deterministic_help="turn on TensorFlow op determinism with the fixed --seed: the same seed on "
-                                         "the same device gives the same split and the same losses (slower on a GPU)")
+                                 "tables and figures are drawn again either way")
     return parser
 
 

@@ -943,9 +943,7 @@ def _parser() -> argparse.ArgumentParser:
     add_run_arguments(parser,
                       fresh_help="start a new run; by default rerunning the same command (same data, options and "
                                  "seed) resumes its earlier run: networks already complete are reloaded, an "
-                                 "interrupted one continues after its last completed epoch",
-                      deterministic_help="TensorFlow op determinism and fixed seeds: two runs with the same seed on "
-                                         "the same device give the same split and losses (slower on a GPU)")
+                                 "interrupted one continues after its last completed epoch")
     return parser
 
 

@@ -836,9 +836,7 @@ def _parser() -> argparse.ArgumentParser:
     add_run_arguments(parser,
                       fresh_help="start new runs; without it, rerunning the same command resumes its earlier run: "
                                  "backbones already complete are read back, an interrupted one continues after its "
-                                 "last completed epoch",
-                      deterministic_help="turn on TensorFlow op determinism with the fixed seed: the same seed on "
-                                         "the same device gives the same split and losses (slower on a GPU)")
+                                 "last completed epoch")
     return parser
 
 

@@ -372,8 +372,3 @@ def test_run_main_turns_user_errors_into_one_line(capsys):
     with pytest.raises(ValueError):  # a bug keeps its traceback
         cli.run_main(fails(ValueError("bug")))
 
-    @cli.entry_point
-    def main(argv=None):
-        raise DataError("no faces")
-
-    assert main([]) == 2 and capsys.readouterr().err == "error: no faces\n"
