@@ -175,6 +175,31 @@ def test_augmentation_is_per_image_and_reproducible(tmp_path):
     assert found == {0, 1}
 
 
+@pytest.mark.parametrize("load", [12, 16])
+def test_batch_ops_on_a_short_last_batch_match_a_numpy_crop_and_flip(load):
+    """The per-batch crop/flip/scale (padded to the full batch for XLA) gives exactly the requested
+    views, on a full batch and on a short last one."""
+    import tensorflow as tf
+
+    from agegender.data.pipeline import _batch_ops
+
+    rng = np.random.default_rng(load)
+    select, finish = _batch_ops(12, 0.5, 8)
+    for count in (8, 5, 1):
+        images = rng.integers(0, 255, (count, load, load, 3), dtype=np.uint8)
+        top, left = rng.integers(0, load - 11, count), rng.integers(0, load - 11, count)
+        flip = rng.random(count) < 0.5
+        out = select(tf.constant(images), tf.constant(top, tf.int32), tf.constant(left, tf.int32), tf.constant(flip),
+                     tf.constant(0.5)).numpy()
+        assert out.shape == (count, 12, 12, 3) and out.dtype == np.float32
+        for i in range(count):
+            crop = images[i, top[i]:top[i] + 12, left[i]:left[i] + 12].astype(np.float32) * 0.5
+            np.testing.assert_array_equal(out[i], crop[:, ::-1] if flip[i] else crop)
+        start = (load - 12) // 2
+        np.testing.assert_allclose(finish(tf.constant(images)).numpy(),
+                                   images[:, start:start + 12, start:start + 12].astype(np.float32) * 0.5)
+
+
 @pytest.mark.slow
 def test_prepared_tfds_data_gives_the_raw_folders_batches(tmp_path):
     """build_dataset over TFDS-prepared data: the same images and labels as over the raw folder (row order

@@ -295,7 +295,7 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     # Crop, flip and scaling work on whole batches, compiled with XLA: one fused pass per batch
     # rather than a chain of per-image kernels keeps the cached epochs fast (``make bench``).
-    select, finish = _batch_ops(image_size, pixel_scale)
+    select, finish = _batch_ops(image_size, pixel_scale, batch_size)
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
@@ -428,26 +428,35 @@ def _augment_batch(images, label, weight, seed, size, augment: Augment, pixel_sc
 
 
 @functools.lru_cache(maxsize=None)
-def _batch_ops(size: int, pixel_scale: float):
+def _batch_ops(size: int, pixel_scale: float, batch_size: int):
     """The per-batch pixel work of both modes, compiled with XLA unless ``AGEGENDER_PIPELINE_XLA=0``.
 
     ``select(images, top, left, flip, scale)``: each image's ``size`` square at ``(top, left)``,
-    mirrored where ``flip``, as float32 times ``scale`` (one gather per axis and one cast: XLA
-    fuses them into a single pass, about three times faster than separate kernels on CPU).
-    ``finish(images)``: the evaluation centre crop and scaling (:func:`centre_crop`,
-    :func:`scale_pixels`, as predict and export apply them). Shared by every dataset of the
-    same size and scale in the process, so each batch shape compiles once.
+    mirrored where ``flip``, as float32 times ``scale``: one gather of whole pixels (or, without a
+    crop, a mirror) and the cast, which XLA fuses into a single pass (about three times faster than
+    separate kernels on CPU). ``finish(images)``: the evaluation centre crop and scaling
+    (:func:`centre_crop`, :func:`scale_pixels`, as predict and export apply them).
+
+    XLA compiles once per input shape, so a short last batch is padded to ``batch_size`` and the
+    result cut back: one compilation per process serves every batch (a second one for the short
+    batch stalled the first epoch for 0.3-1 s on a 2-core CPU). Shared by every dataset of the same
+    size, scale and batch size in the process.
     """
     import tensorflow as tf
 
     from agegender.preprocess import centre_crop, scale_pixels
 
     def select(images, top, left, flip, scale):
+        count, load = tf.shape(images)[0], images.shape[1]
         offsets = tf.range(size)
-        if images.shape[1] != size:
-            images = tf.gather(images, top[:, None] + offsets, axis=1, batch_dims=1)
-        columns = tf.where(flip[:, None], left[:, None] + (size - 1) - offsets, left[:, None] + offsets)
-        images = tf.gather(images, columns, axis=2, batch_dims=1)
+        if load == size:
+            images = tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
+        else:
+            columns = tf.where(flip[:, None], left[:, None] + (size - 1) - offsets, left[:, None] + offsets)
+            pixels = (top[:, None, None] + offsets[None, :, None]) * load + columns[:, None, :]
+            images = tf.gather(tf.reshape(images, [count, load * load, 3]), tf.reshape(pixels, [count, size * size]),
+                               axis=1, batch_dims=1)
+            images = tf.reshape(images, [count, size, size, 3])
         return tf.cast(images, tf.float32) * scale
 
     def finish(images):
@@ -455,7 +464,24 @@ def _batch_ops(size: int, pixel_scale: float):
         return scale_pixels(images, pixel_scale)
 
     xla = os.environ.get("AGEGENDER_PIPELINE_XLA", "1") != "0"
-    return tf.function(select, jit_compile=xla), tf.function(finish, jit_compile=xla)
+    compiled_select, compiled_finish = tf.function(select, jit_compile=xla), tf.function(finish, jit_compile=xla)
+
+    def full_batches(op):
+        def run(*tensors):
+            count = tf.shape(tensors[0])[0]
+
+            def padded():
+                grown = [tf.pad(t, [[0, batch_size - count]] + [[0, 0]] * (t.shape.rank - 1)) if t.shape.rank else t
+                         for t in tensors]
+                return op(*grown)[:count]
+
+            if not xla:
+                return op(*tensors)
+            return tf.cond(count < batch_size, padded, lambda: op(*tensors))
+
+        return run
+
+    return full_batches(compiled_select), full_batches(compiled_finish)
 
 
 def _rotate(images, angles):
