@@ -17,8 +17,12 @@ install: $(STAMP)  ## create .venv and install the package (editable, with test 
 $(STAMP): setup.cfg pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
+	@# uv installs the same pinned ranges about twice as fast as pip (parallel downloads and unpacking);
+	@# bytecode is compiled at install time because PYTHONDONTWRITEBYTECODE may forbid it later. pip is the fallback.
+	$(PY) -m pip install --quiet --disable-pip-version-check uv && \
+	  $(PY) -m uv pip install --quiet --compile-bytecode --python $(PY) -e ".[test]" || { \
+	  echo "uv failed; installing with pip"; $(PY) -m pip install --quiet --upgrade pip && \
+	  $(PY) -m pip install --quiet --progress-bar off -e ".[test]"; }
 	@touch $(STAMP)
 
 demo: install  ## generate faces; run the dual-task CNN and the Adience multi-task CNN at smoke scale (< 5 min on 2 cores)

@@ -109,43 +109,46 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The command line; a data or file error prints one line (exit 2), Ctrl-C exits 130."""
+    from agegender.cli import run_main
+
+    return run_main(_run, argv)
+
+
+def _run(argv=None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "predict":
-            from agegender.predict import predict_paths
+    if args.command == "predict":
+        from agegender.predict import predict_paths
 
-            summary = predict_paths(args.model, args.inputs, out_dir=args.out, json_path=args.json,
-                                    csv_path=args.csv, detector=args.detector, min_face=args.min_face,
-                                    thresholds=tuple(args.det_thresholds), tta=args.tta, batch_size=args.batch_size,
-                                    every=args.every, preprocessing=args.preprocessing, progress=not args.quiet,
-                                    annotate_images=not args.no_annotate)
-            print(f"{summary['entries']} input(s)/frame(s), {summary['faces']} face(s), {summary['no_face']} without "
-                  f"a face, {summary['errors']} unreadable; detector {summary['detector']}, TTA {summary['tta']}; "
-                  f"{summary['seconds']:.1f} s")
-            for key in ("json", "csv", "out"):
-                if summary[key]:
-                    print(f"{key}: {summary[key]}")
-            return 1 if summary["errors"] else 0
-        if args.command == "export":
-            from agegender.export import export_model
+        summary = predict_paths(args.model, args.inputs, out_dir=args.out, json_path=args.json,
+                                csv_path=args.csv, detector=args.detector, min_face=args.min_face,
+                                thresholds=tuple(args.det_thresholds), tta=args.tta, batch_size=args.batch_size,
+                                every=args.every, preprocessing=args.preprocessing, progress=not args.quiet,
+                                annotate_images=not args.no_annotate)
+        print(f"{summary['entries']} input(s)/frame(s), {summary['faces']} face(s), {summary['no_face']} without "
+              f"a face, {summary['errors']} unreadable; detector {summary['detector']}, TTA {summary['tta']}; "
+              f"{summary['seconds']:.1f} s")
+        for key in ("json", "csv", "out"):
+            if summary[key]:
+                print(f"{key}: {summary[key]}")
+        return 1 if summary["errors"] else 0
+    if args.command == "export":
+        from agegender.export import export_model
 
-            result = export_model(args.model, args.format, args.out, preprocessing=args.preprocessing)
-            print(json.dumps(result, indent=2))
-            return 0
-        if args.command == "face-geometry":
-            from pathlib import Path
+        result = export_model(args.model, args.format, args.out, preprocessing=args.preprocessing)
+        print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "face-geometry":
+        from pathlib import Path
 
-            from agegender.predict import IMAGE_EXTS, measure_face_crop
+        from agegender.predict import IMAGE_EXTS, measure_face_crop
 
-            folder = Path(args.folder)
-            if not folder.is_dir():
-                raise DataError("not a folder", path=folder, fix="pass a folder of face crops")
-            paths = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
-            print(json.dumps(measure_face_crop(paths, limit=args.limit), indent=2))
-            return 0
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        folder = Path(args.folder)
+        if not folder.is_dir():
+            raise DataError("not a folder", path=folder, fix="pass a folder of face crops")
+        paths = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
+        print(json.dumps(measure_face_crop(paths, limit=args.limit), indent=2))
+        return 0
     return 2
 
 

@@ -111,14 +111,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions (default 10)")
     parser.add_argument("--tta", action="store_true", help="time with test-time augmentation")
     args = parser.parse_args(argv)
-    from agegender.errors import DataError
+    from agegender.cli import run_main
 
-    try:
+    def run(_):
         print(json.dumps(measure_latency(args.model, repeats=args.repeats, tta=args.tta), indent=2))
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_main(run)
 
 
 if __name__ == "__main__":
