@@ -47,6 +47,26 @@ def test_train_benchmark_on_cpu_is_float32_only_and_says_so(jpegs, tmp_path):
     assert "| dual_cnn | 16 | 4 | float32 |" in table
 
 
+@pytest.mark.slow
+def test_train_benchmark_runs_the_gpu_modes_when_named(capsys):
+    """mixed_float16 and mixed_float16 + XLA, forced on the CPU: the path a GPU run takes (float16 layers,
+    float32 outputs, jit_compile) works and reports the speed-up against float32."""
+    import keras
+
+    from agegender.bench import TRAIN_MODES, bench_train, main
+
+    result = bench_train("dual_cnn", batch=4, steps=1, size=16, modes=TRAIN_MODES, pipeline=False)
+    assert [r["mode"] for r in result["rows"]] == list(TRAIN_MODES)
+    assert all(r["img_s"] > 0 and r["ms_per_step"] > 0 for r in result["rows"])
+    assert set(result["speedup_vs_float32"]) == set(TRAIN_MODES) and result["speedup_vs_float32"]["float32"] == 1.0
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
+    if "note" in result:
+        assert "code path only" in result["note"]
+    with pytest.raises(SystemExit):
+        main(["train", "--modes", "float32,bfloat8"])
+    assert "bfloat8" in capsys.readouterr().err
+
+
 def test_unknown_model_and_empty_folder_fail_clearly(tmp_path, capsys):
     from agegender.bench import bench_train, main
 
