@@ -159,11 +159,40 @@ def _pipeline(files, size: int, batch: int, epochs: int) -> tuple[list[float], l
 
 
 def machine_facts() -> dict:
-    import tensorflow as tf
+    import keras
 
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "tensorflow": tf.__version__, "gpus": [g.name for g in tf.config.list_physical_devices("GPU")],
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+    facts = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+             "keras": keras.__version__, "keras_backend": keras.backend.backend(), "gpus": gpus(),
+             "load_average_1min": round(os.getloadavg()[0], 2)}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        facts["tensorflow"] = tf.__version__
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        facts["jax"] = jax.__version__
+    return facts
+
+
+def gpus() -> list[str]:
+    """The GPUs the Keras backend sees (TensorFlow, JAX or PyTorch)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [g.name for g in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
 
 
 def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 128, batch: int = 64,
@@ -246,19 +275,23 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
     pass, augmented every step). ``input_bound`` says whether the pipeline held training below
     90 % of the in-memory speed. On a CPU the two share the same cores, so there it is a
     measurement of contention rather than of a GPU's idle time.
+
+    Under another Keras backend (``KERAS_BACKEND=jax`` or ``torch``, for a machine whose GPU has
+    no TensorFlow) the same models are timed from memory only (the pipeline is tf.data); on JAX
+    every mode is XLA-compiled, so ``mixed_float16+xla`` would repeat ``mixed_float16`` and is
+    not run by default.
     """
     import keras
     import numpy as np
-    import pandas as pd
-    import tensorflow as tf
 
-    from agegender.data.pipeline import Augment, Target, build_dataset
-
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    modes = tuple(modes or (TRAIN_MODES if gpu else TRAIN_MODES[:1]))
+    backend = keras.backend.backend()
+    gpu = bool(gpus())
+    on_gpu = TRAIN_MODES if backend == "tensorflow" else TRAIN_MODES[:2]
+    modes = tuple(modes or (on_gpu if gpu else TRAIN_MODES[:1]))
     unknown = [m for m in modes if m not in TRAIN_MODES]
     if unknown:
         raise ValueError(f"unknown precision mode(s) {', '.join(unknown)}; choose among {', '.join(TRAIN_MODES)}")
+    pipeline = pipeline and backend == "tensorflow"
     files = []
     if pipeline:
         n_images = max(4 * batch, 64)
@@ -275,17 +308,22 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy("mixed_float16" if mode.startswith("mixed") else "float32")
         model, losses, size_used, shapes = _train_model(name, size)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses, jit_compile=mode.endswith("xla"))
+        # TensorFlow compiles with XLA only when asked; JAX always does ("auto"), PyTorch only when asked
+        jit = True if mode.endswith("xla") else (False if backend == "tensorflow" else "auto")
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses, jit_compile=jit)
         rng = np.random.default_rng(0)
         x = rng.uniform(0, 255, (batch, size_used, size_used, 3)).astype("float32")
         y = {}
         for task, shape in shapes.items():
             y[task] = rng.integers(0, shape, batch) if isinstance(shape, int) else rng.uniform(0, 1, (batch, *shape))
-        in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()
-        timed_fit(model, in_memory, 2)  # trace and compile
-        seconds = timed_fit(model, in_memory, steps)
+        timed_fit(model, _same_batch(x, y, 2), 2)  # trace and compile
+        seconds = timed_fit(model, _same_batch(x, y, steps), steps)
         row = {"mode": mode, "ms_per_step": round(1000 * seconds, 1), "img_s": round(batch / seconds, 1)}
         if files:
+            import pandas as pd
+
+            from agegender.data.pipeline import Augment, Target, build_dataset
+
             frame = pd.DataFrame({"path": files, "file": [Path(f).name for f in files]})
             targets = {}
             for task, shape in shapes.items():
@@ -307,10 +345,34 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
         result["note"] = ("no GPU visible: float32 only (mixed float16 and XLA are GPU measurements)"
                           if modes == ("float32",) else
                           "no GPU visible: float16 runs emulated on the CPU, so these modes check the code path only")
+    if backend != "tensorflow":
+        result["note"] = ". ".join(filter(None, [result.get("note"), (
+            f"Keras backend {backend}, not TensorFlow: the models alone, timed from memory (the input pipeline is "
+            "tf.data)" + ("; every mode is XLA-compiled by JAX" if backend == "jax" else ""))]))
     if "float32" in modes and len(modes) > 1:
         base = rows[modes.index("float32")]["img_s"]
         result["speedup_vs_float32"] = {r["mode"]: round(r["img_s"] / base, 2) for r in rows}
     return result
+
+
+def _same_batch(x, y, count: int):
+    """``count`` steps of the one batch ``(x, y)``: a repeated tf.data tensor under TensorFlow, a
+    :class:`keras.utils.PyDataset` under the other backends."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+    class SameBatch(keras.utils.PyDataset):
+        def __len__(self):
+            return count
+
+        def __getitem__(self, index):
+            return x, y
+
+    return SameBatch()
 
 
 def markdown(results: list[dict]) -> str:

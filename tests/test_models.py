@@ -140,6 +140,8 @@ def test_lrn_matches_numpy(size, alpha, beta, bias):
     got = keras.ops.convert_to_numpy(layer(a))
     np.testing.assert_allclose(got, _lrn_numpy(a, size, alpha, beta, bias), rtol=1e-5, atol=1e-6)
     assert not np.allclose(got, a)  # the values are large enough for the normalisation to act
+    # the keras.ops path that JAX and PyTorch backends take
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer._call_ops(a)), got, rtol=1e-6, atol=1e-7)
 
 
 def test_lrn_config_and_validation():

@@ -15,12 +15,16 @@ edges). ``tf.nn.local_response_normalization`` computes the same expression *wit
 published numbers reproduce the published network. (A Keras re-implementation that passed
 1e-4 straight to TensorFlow would normalise five times more strongly; with activations of the
 usual magnitude both are close to the identity, and the parameter count is unaffected.)
+
+On a Keras backend other than TensorFlow (JAX, PyTorch) the same expression is computed with
+``keras.ops`` (a sum of shifted squares over the zero-padded channel axis); the two agree to
+float32 rounding (tested).
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="agegender")
@@ -55,6 +59,10 @@ class LocalResponseNormalization(keras.layers.Layer):
         return (self.size - 1) // 2
 
     def call(self, inputs):
+        if keras.backend.backend() != "tensorflow":
+            return self._call_ops(inputs)
+        import tensorflow as tf
+
         x = tf.cast(inputs, tf.float32)
         y = tf.nn.local_response_normalization(
             x,
@@ -64,6 +72,17 @@ class LocalResponseNormalization(keras.layers.Layer):
             beta=self.beta,
         )
         return tf.cast(y, self.compute_dtype)
+
+    def _call_ops(self, inputs):
+        """The Caffe expression with ``keras.ops`` only (any backend)."""
+        x = ops.cast(inputs, "float32")
+        channels, radius = x.shape[-1], self.depth_radius
+        squares = ops.pad(ops.square(x), [[0, 0], [0, 0], [0, 0], [radius, radius]])
+        window = squares[..., 0:channels]
+        for offset in range(1, self.size):
+            window = window + squares[..., offset:offset + channels]
+        y = x / ops.power(self.bias + (self.alpha / self.size) * window, self.beta)
+        return ops.cast(y, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
