@@ -265,6 +265,10 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
 
     options = tf.data.Options()
     options.deterministic = True
+    # Parallel maps run one call per core (AUTOTUNE's default when tuning is off). With tf.data's
+    # tuner on, epochs of the same cached dataset alternated between about 1.0 and 1.65 busy cores
+    # on a 2-core CPU; without it every epoch stayed near 1.65 (``make bench``; session note).
+    options.autotune.enabled = False
     paths = frame["path"].astype(str).to_numpy()
     if prepared:
         # TFDS records stream in storage order; labels follow each image by its row in the frame
