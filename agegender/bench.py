@@ -16,8 +16,8 @@ batches of ``size`` x ``size`` images, in one process, on the same files:
 
 Targets on a 2-core CPU (issue 9): first epoch >= 0.9 x the decode limit; cached epochs >= 3 x
 the decode limit. The JSON says whether each holds. Each rate is the best of ``--repeats`` runs
-(three fresh datasets for the pipeline), since a single run on a shared machine can land in a slow
-spell. Wall-clock rates move with whatever else runs on the machine, so each measurement also
+(rounds of one pass of each decode limit and one fresh dataset, in turn), since a single run on a
+shared machine can land in a slow spell. Wall-clock rates move with whatever else runs on the machine, so each measurement also
 reports the process CPU time per image (``cpu_us_per_img``), which moves much less, and the
 ratios of those CPU times (``cpu_time_ratios``). Before the timed first epoch, one small dataset is
 built and read once so that process-wide start-up (TensorFlow's XLA service, tf.data threads) is
@@ -109,9 +109,10 @@ def _timed(run) -> tuple[float, float]:
     return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
-def _decode_limit(files, repeats: int = 2, size: int | None = None) -> tuple[float, float]:
-    """(images/s, CPU µs per image) of parallel ``tf.io.decode_jpeg`` on bytes already in memory,
-    best of ``repeats``; with ``size``, each image is also resized as the pipeline loads it."""
+def _decode_pass(files, size: int | None = None):
+    """A function timing one pass of parallel ``tf.io.decode_jpeg`` over the files' bytes, held in
+    memory: (images/s, CPU µs per image). With ``size``, each image is also resized as the
+    pipeline loads it."""
     import tensorflow as tf
 
     from agegender.preprocess import resize_uint8
@@ -125,17 +126,17 @@ def _decode_limit(files, repeats: int = 2, size: int | None = None) -> tuple[flo
     ds = tf.data.Dataset.from_tensor_slices(blobs).map(decode, num_parallel_calls=tf.data.AUTOTUNE,
                                                        deterministic=False)
     ds = ds.map(lambda im: tf.shape(im)[0]).batch(256).prefetch(tf.data.AUTOTUNE)  # keep the consumer trivial
-    best = None
-    for _ in range(repeats):
+
+    def run():
         wall, cpu = _timed(lambda: [None for _ in ds])
-        best = min(best or (wall, cpu), (wall, cpu))
-    return len(files) / best[0], 1e6 * best[1] / len(files)
+        return len(files) / wall, 1e6 * cpu / len(files)
+
+    return run
 
 
-def _pipeline(files, size: int, batch: int, epochs: int, repeats: int) -> tuple[list, list]:
-    """(first epochs, later epochs), each a list of (images/s, CPU µs per image): ``repeats`` fresh
-    datasets from :func:`build_dataset`, each read for ``epochs`` epochs; a first epoch includes
-    building its dataset."""
+def _pipeline_passes(files, size: int, batch: int, epochs: int):
+    """A function that builds a fresh :func:`build_dataset` and reads it for ``epochs`` epochs:
+    [(images/s, CPU µs per image)] per epoch, the first one including the dataset's construction."""
     import pandas as pd
 
     from agegender.data.pipeline import Augment, Target, build_dataset
@@ -149,8 +150,8 @@ def _pipeline(files, size: int, batch: int, epochs: int, repeats: int) -> tuple[
 
     for _ in dataset(frame[:batch]):  # process start-up, not billed to the timed epoch (module docstring)
         pass
-    firsts, laters = [], []
-    for _ in range(repeats):
+
+    def run():
         built = []
 
         def epoch():
@@ -159,10 +160,9 @@ def _pipeline(files, size: int, batch: int, epochs: int, repeats: int) -> tuple[
             for _ in built[0]:
                 pass
 
-        for index in range(epochs):
-            wall, cpu = _timed(epoch)
-            (laters if index else firsts).append((len(files) / wall, 1e6 * cpu / len(files)))
-    return firsts, laters
+        return [(len(files) / wall, 1e6 * cpu / len(files)) for wall, cpu in (_timed(epoch) for _ in range(epochs))]
+
+    return run
 
 
 def machine_facts() -> dict:
@@ -206,17 +206,26 @@ def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 1
                    epochs: int = 3, repeats: int = 3, workdir: Path = ROOT / "build" / "bench") -> dict:
     """Run (a)-(e) on the same files; return the JSON-ready result.
 
-    Every rate but the naive baseline is the best of ``repeats`` (decode limits: runs over the
-    bytes; the pipeline: fresh datasets, each read for ``epochs`` epochs), and every CPU time the least: on a shared or throttled machine a
-    single run can land in a slow spell, which the best of several filters out for all alike."""
+    Every rate but the naive baseline is the best of ``repeats`` rounds, and every CPU time the
+    least. A round is one pass of each decode limit and one fresh dataset read for ``epochs``
+    epochs, in turn, so that a slow spell of a shared machine hits each measurement alike and the
+    best of several rounds filters it out."""
     kind = "given"
     if data_dir is None:
         data_dir, kind = default_images(n, workdir)
     files = _files(Path(data_dir), n)
     naive = _naive(files, size, batch)
-    decode, decode_cpu = _decode_limit(files, repeats)
-    decode_resize, decode_resize_cpu = _decode_limit(files, repeats, size=size)
-    firsts, laters = _pipeline(files, size, batch, epochs, repeats)
+    decode_pass, decode_resize_pass = _decode_pass(files), _decode_pass(files, size)
+    pipeline_pass = _pipeline_passes(files, size, batch, epochs)
+    decodes, decode_resizes, firsts, laters = [], [], [], []
+    for _ in range(repeats):  # interleaved, so that a slow spell of the machine hits every measurement alike
+        decodes.append(decode_pass())
+        decode_resizes.append(decode_resize_pass())
+        first, *later = pipeline_pass()
+        firsts.append(first)
+        laters.extend(later)
+    decode, decode_cpu = max(r for r, _ in decodes), min(c for _, c in decodes)
+    decode_resize, decode_resize_cpu = max(r for r, _ in decode_resizes), min(c for _, c in decode_resizes)
     first, first_cpu = max(r for r, _ in firsts), min(c for _, c in firsts)
     cached = max(r for r, _ in laters) if laters else float("nan")
     cached_cpu = min(c for _, c in laters) if laters else float("nan")
@@ -226,6 +235,7 @@ def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 1
         "naive_img_s": round(naive, 1), "first_epoch_img_s": round(first, 1), "cached_img_s": round(cached, 1),
         "decode_limit_img_s": round(decode, 1), "decode_resize_limit_img_s": round(decode_resize, 1),
         "first_epochs_img_s": [round(r, 1) for r, _ in firsts], "later_epochs_img_s": [round(r, 1) for r, _ in laters],
+        "decode_limits_img_s": [round(r, 1) for r, _ in decodes],
         "first_epoch_vs_decode_limit": round(first / decode, 3), "cached_vs_decode_limit": round(cached / decode, 3),
         "first_epoch_vs_decode_resize_limit": round(first / decode_resize, 3),
         "cpu_us_per_img": {"decode_limit": round(decode_cpu, 1), "decode_resize_limit": round(decode_resize_cpu, 1),

@@ -27,6 +27,7 @@ def test_pipeline_benchmark_reports_the_four_rates(jpegs, tmp_path):
     assert len(result["later_epochs_img_s"]) == 6 and len(result["first_epochs_img_s"]) == 3  # 3 datasets x 3 epochs
     assert result["first_epoch_img_s"] == max(result["first_epochs_img_s"])
     assert result["cached_img_s"] == max(result["later_epochs_img_s"])
+    assert len(result["decode_limits_img_s"]) == 3 and result["decode_limit_img_s"] == max(result["decode_limits_img_s"])
     assert result["first_epoch_vs_decode_limit"] == pytest.approx(
         result["first_epoch_img_s"] / result["decode_limit_img_s"], rel=0.01)
     assert set(result["targets_met"]) == {"first_epoch_vs_decode_limit", "cached_vs_decode_limit"}
