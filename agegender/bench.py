@@ -310,10 +310,7 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
     backend = keras.backend.backend()
     gpu = bool(gpus())
     on_gpu = TRAIN_MODES if backend == "tensorflow" else TRAIN_MODES[:2]
-    modes = tuple(modes or (on_gpu if gpu else TRAIN_MODES[:1]))
-    unknown = [m for m in modes if m not in TRAIN_MODES]
-    if unknown:
-        raise ValueError(f"unknown precision mode(s) {', '.join(unknown)}; choose among {', '.join(TRAIN_MODES)}")
+    modes = _checked_modes(modes or (on_gpu if gpu else TRAIN_MODES[:1]))
     pipeline = pipeline and backend == "tensorflow"
     files = []
     if pipeline:
@@ -488,13 +485,20 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _modes(text: str) -> tuple[str, ...]:
-    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+def _checked_modes(modes) -> tuple[str, ...]:
+    modes = tuple(modes)
     unknown = [m for m in modes if m not in TRAIN_MODES]
     if unknown or not modes:
-        raise argparse.ArgumentTypeError(f"unknown precision mode(s) {', '.join(unknown) or '(none given)'}; choose "
-                                         f"among {', '.join(TRAIN_MODES)}")
+        raise ValueError(f"unknown precision mode(s) {', '.join(unknown) or '(none given)'}; choose among "
+                         f"{', '.join(TRAIN_MODES)}")
     return modes
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    try:
+        return _checked_modes(m.strip() for m in text.split(",") if m.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv=None) -> int:

@@ -92,7 +92,12 @@ REPORT_FILE = "prepared.json"
 
 
 class _FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """What the four builders share; a subclass sets ``SOURCE`` and its extra features."""
+    """What the four builders share; a subclass sets ``SOURCE`` and its extra features.
+
+    ``EXTRAS`` names a builder's flat extra features: ``{column: (kind, doc)}`` with kind
+    ``int64``, ``float32`` or ``text``; the feature, the example value and the decoded column all
+    follow from it. A nested feature (CelebA's attributes) extends the three methods below.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First version: the reader's labels, original image bytes, one 'train' split."}
@@ -100,6 +105,7 @@ class _FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     HOMEPAGE = ""
     CITATION = ""
     DESCRIPTION = ""
+    EXTRAS: dict[str, tuple[str, str]] = {}
 
     @tfds.core.utils.classproperty
     @classmethod
@@ -110,10 +116,12 @@ class _FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return epath.Path(__file__)
 
     def _extra_features(self) -> dict:
-        return {}
+        return {name: tfds.features.Text(doc=doc) if kind == "text" else tfds.features.Scalar(np.dtype(kind), doc=doc)
+                for name, (kind, doc) in self.EXTRAS.items()}
 
     def _extras(self, row) -> dict:
-        return {}
+        convert = {"text": str, "int64": int, "float32": float}
+        return {name: convert[kind](row[name]) for name, (kind, _) in self.EXTRAS.items()}
 
     def _info(self) -> tfds.core.DatasetInfo:
         f = tfds.features
@@ -223,7 +231,9 @@ class _FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def columns(cls, batch: dict) -> dict:
         """Frame columns (reader names and dtypes) of the extra features in a decoded numpy batch."""
-        return {}
+        reader_dtype = {"int64": "int64", "float32": "float64"}
+        return {name: _text(batch[name]) if kind == "text" else batch[name].astype(reader_dtype[kind])
+                for name, (kind, _) in cls.EXTRAS.items()}
 
 
 class UtkFace(_FaceBuilder):
@@ -265,17 +275,7 @@ after the request form; the files are in its faces/ folder) download fold_0_data
 fold_4_data.txt and aligned.tar.gz, and extract aligned.tar.gz next to them, giving
 manual_dir/aligned/<user_id>/landmark_aligned_face.<face_id>.<original_image>.
 """
-
-    def _extra_features(self) -> dict:
-        return {"fold": tfds.features.Scalar(np.int64, doc="official fold 0-4"),
-                "age_label": tfds.features.Text(doc="the age text of the fold file")}
-
-    def _extras(self, row) -> dict:
-        return {"fold": int(row["fold"]), "age_label": str(row["age_label"])}
-
-    @classmethod
-    def columns(cls, batch: dict) -> dict:
-        return {"fold": batch["fold"].astype("int64"), "age_label": _text(batch["age_label"])}
+    EXTRAS = {"fold": ("int64", "official fold 0-4"), "age_label": ("text", "the age text of the fold file")}
 
 
 class CelebAFaces(_FaceBuilder):
@@ -300,6 +300,8 @@ Anno/identity_CelebA.txt, all directly in manual_dir. If Drive says the download
 exceeded, it serves an HTML page instead: the reader rejects it; download again later.
 """
 
+    EXTRAS = {"partition": ("text", "official partition: train, val, test or '' when unlisted")}
+
     def _reader_options(self) -> dict:
         from agegender.data.synth import CELEBA_ATTRIBUTES
 
@@ -308,22 +310,19 @@ exceeded, it serves an HTML page instead: the reader rejects it; download again 
     def _extra_features(self) -> dict:
         from agegender.data.synth import CELEBA_ATTRIBUTES
 
-        return {"partition": tfds.features.Text(doc="official partition: train, val, test or '' when unlisted"),
-                "attributes": tfds.features.FeaturesDict(
-                    {a: tfds.features.Scalar(np.int64, doc="1 present, 0 absent") for a in CELEBA_ATTRIBUTES})}
+        return {**super()._extra_features(), "attributes": tfds.features.FeaturesDict(
+            {a: tfds.features.Scalar(np.int64, doc="1 present, 0 absent") for a in CELEBA_ATTRIBUTES})}
 
     def _extras(self, row) -> dict:
         from agegender.data.synth import CELEBA_ATTRIBUTES
 
-        return {"partition": str(row["partition"]), "attributes": {a: int(row[a]) for a in CELEBA_ATTRIBUTES}}
+        return {**super()._extras(row), "attributes": {a: int(row[a]) for a in CELEBA_ATTRIBUTES}}
 
     @classmethod
     def columns(cls, batch: dict) -> dict:
         from agegender.data.synth import CELEBA_ATTRIBUTES
 
-        out = {"partition": _text(batch["partition"])}
-        out.update({a: batch["attributes"][a].astype("int64") for a in CELEBA_ATTRIBUTES})
-        return out
+        return {**super().columns(batch), **{a: batch["attributes"][a].astype("int64") for a in CELEBA_ATTRIBUTES}}
 
 
 class ImdbWikiFaces(_FaceBuilder):
@@ -344,17 +343,7 @@ From https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/ download "IMDB: faces 
 (imdb_crop.tar) and/or "Wikipedia: faces only" (wiki_crop.tar) and extract them into
 manual_dir. When both are present only imdb is read (the reader's default, which='auto').
 """
-
-    def _extra_features(self) -> dict:
-        return {"face_score": tfds.features.Scalar(np.float32, doc="face detector score; -inf when no face"),
-                "subset": tfds.features.Text(doc="imdb or wiki")}
-
-    def _extras(self, row) -> dict:
-        return {"face_score": float(row["face_score"]), "subset": str(row["subset"])}
-
-    @classmethod
-    def columns(cls, batch: dict) -> dict:
-        return {"face_score": batch["face_score"].astype("float64"), "subset": _text(batch["subset"])}
+    EXTRAS = {"face_score": ("float32", "face detector score; -inf when no face"), "subset": ("text", "imdb or wiki")}
 
 
 def _text(values) -> np.ndarray:
