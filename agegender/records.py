@@ -108,7 +108,8 @@ class RunRecorder:
 
     def __init__(self, reproduction: str, experiment: str, *, config: dict, seed: int, data: dict,
                  paper: str | None = None, out: str | Path | None = None, run_id: str | None = None,
-                 resume: bool = False, new_run_id: str | None = None, preprocessing=None):
+                 resume: bool = False, new_run_id: str | None = None, preprocessing=None,
+                 deviations: dict | None = None):
         if data.get("kind") not in DATA_KINDS:
             raise ValueError(f"data['kind'] must be one of {DATA_KINDS}, got {data.get('kind')!r}")
         self.started = time.time()
@@ -163,6 +164,7 @@ class RunRecorder:
             "started_utc": stamp,
             "resumed_from_epoch": None,
             "preprocessing": preprocessing,
+            "deviations": dict(deviations or {}),
             "history": [],
             "metrics": {},
             "cells": [],
@@ -249,6 +251,26 @@ class RunRecorder:
         self.save()
         shutil.rmtree(self.state_dir, ignore_errors=True)  # the record is complete: nothing left to resume
         return self.record_path
+
+
+def deviations_from(config, paper_config, *, ignore=("seed",)) -> dict:
+    """The fields of a frozen experiment dataclass ``config`` that differ from the paper's ``paper_config``.
+
+    A run record keeps them under ``deviations`` (empty for the paper's own configuration); the
+    tables give a run with deviations its own row, labelled with them, so it never averages with
+    runs at the paper's settings. ``ignore``: fields that vary between repetitions of the same
+    experiment (the seed) or do not change the result.
+    """
+    import dataclasses
+
+    out = {}
+    for field in dataclasses.fields(paper_config):
+        if field.name in ignore:
+            continue
+        mine, paper = getattr(config, field.name), getattr(paper_config, field.name)
+        if mine != paper:
+            out[field.name] = mine
+    return out
 
 
 def git_state() -> dict:

@@ -55,3 +55,22 @@ def test_description_holds_no_absolute_path(tmp_path, monkeypatch):
     outside.mkdir(parents=True)
     assert relative_data_path(outside) == "UTKFace"
     assert str(tmp_path) not in repr(describe_data("utkface", outside))
+
+
+def test_deviations_name_the_fields_that_differ_from_the_paper(tmp_path):
+    import dataclasses
+
+    from agegender.records import RunRecorder, deviations_from
+
+    @dataclasses.dataclass(frozen=True)
+    class Paper:
+        lr: float = 0.01
+        epochs: int = 50
+        seed: int = 0
+
+    run = dataclasses.replace(Paper(), lr=0.001, seed=2)
+    assert deviations_from(Paper(), Paper()) == {}
+    assert deviations_from(run, Paper()) == {"lr": 0.001}  # the seed is a repetition, not a deviation
+    recorder = RunRecorder("r", "e", config={"lr": 0.001}, seed=2, data={"kind": "generated"}, out=tmp_path,
+                           deviations=deviations_from(run, Paper()))
+    assert recorder.record["deviations"] == {"lr": 0.001}
