@@ -229,3 +229,90 @@ def test_prepared_tfds_data_gives_the_raw_folders_batches(tmp_path):
     assert got.keys() == expected.keys()
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key])
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+@pytest.mark.parametrize("where", ["memory", "paths", "uncached"])
+def test_every_epoch_is_a_uniform_shuffle_of_a_frame_sorted_by_group(tmp_path, monkeypatch, where):
+    """Issue 18 item 1: rows arrive sorted by a group column (as Adience's and CelebA's readers give them, grouped
+    by user), more rows than any bounded shuffle buffer of a few thousand. Each epoch must be a fresh uniform
+    permutation: the groups' mean positions in two epochs are uncorrelated (with each other and with the frame
+    order), a row's positions in two epochs are uncorrelated, and the first tenth of an epoch holds rows from all
+    groups alike, not the first groups. Checked for the in-memory cache, the too-large-for-memory route and
+    ``cache=False``."""
+    import pandas as pd
+
+    from agegender.data.pipeline import training_order
+
+    n, n_groups = 12_000, 200
+    face = tmp_path / "face.png"
+    Image.new("RGB", (8, 8), (90, 10, 200)).save(face)
+    group = np.arange(n) // (n // n_groups)  # sorted: group 0 first, group 199 last
+    frame = pd.DataFrame({"path": str(face), "file": [f"{g}/{i}.png" for i, g in enumerate(group)],
+                          "row": np.arange(n, dtype=float), "group": group})
+    if where == "paths":
+        monkeypatch.setenv("AGEGENDER_CACHE_GB", "0")  # the decoded set "does not fit": decoded every epoch
+    cache = where != "uncached"
+    assert training_order(n * 8 * 8 * 3, cache) == ("memory" if where == "memory" else "paths")
+    ds = build_dataset(frame, {"row": Target("row", "regression")}, image_size=8, batch_size=500, training=True,
+                       check=False, cache=cache, seed=3)
+    orders = [np.concatenate([y["row"].numpy().ravel() for _, y, _ in ds]).astype(int) for _ in range(2)]
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))  # each epoch: every row once
+    assert not np.array_equal(orders[0], orders[1])
+
+    size = np.bincount(group)
+    mean_position = []
+    for order in orders:
+        position = np.empty(n)
+        position[order] = np.arange(n)
+        mean_position.append(np.bincount(group, weights=position) / size)
+    # under independent uniform permutations each correlation below has sd 1/sqrt(199) = 0.07 (groups) or
+    # 1/sqrt(11,999) = 0.009 (rows); a 4,096-row buffer over sorted rows gives about 0.9 for all of them
+    assert abs(_spearman(mean_position[0], mean_position[1])) < 0.3
+    for e in (0, 1):
+        assert abs(_spearman(mean_position[e], np.arange(n_groups))) < 0.3
+    positions = [np.argsort(order) for order in orders]
+    assert abs(_spearman(positions[0], positions[1])) < 0.05
+    # the first tenth of each epoch: the mean group index of a uniform draw is 99.5 with sd 57.7/sqrt(1200) = 1.7
+    for order in orders:
+        early = group[order[: n // 10]]
+        assert abs(early.mean() - (n_groups - 1) / 2) < 6 * np.sqrt((n_groups**2 - 1) / 12 / (n // 10))
+        assert len(np.unique(early)) > 0.9 * n_groups  # nearly every group is already seen
+
+
+def test_the_whole_set_shuffle_keeps_references_not_copies(tmp_path):
+    """The in-memory shuffle buffer of the whole set holds references to the cached images: memory does not
+    double, and a cached epoch (a refill of the buffer from the cache) stays cheap."""
+    import resource
+    import sys
+    import time
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    n = 2_400  # 2,400 x 128 x 128 x 3 = 118 MB decoded
+    frame = pd.DataFrame({"path": [str(tmp_path / f"{i % 8}.png") for i in range(n)], "age": 30.0})
+    ds = build_dataset(frame, {"age": Target("age", "regression")}, image_size=128, batch_size=200, training=True,
+                       check=False, seed=0)
+    def peak_mb():  # ru_maxrss: kilobytes on Linux, bytes on macOS
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+    for _ in ds:  # the first epoch fills the cache
+        pass
+    after_first = peak_mb()
+    start = time.perf_counter()
+    for _ in range(2):
+        for _ in ds:
+            pass
+    seconds = (time.perf_counter() - start) / 2
+    grown = peak_mb() - after_first
+    assert grown < 60, f"peak memory grew by {grown:.0f} MB over two cached epochs (the decoded set is 118 MB)"
+    assert seconds < 5, f"a cached epoch of {n} images took {seconds:.1f} s"

@@ -11,6 +11,25 @@ dropped) -> parallel read + decode + resize to ``load_size`` (uint8) -> cache ->
 augment (random crop, flip, small rotation, colour jitter; all stateless and seeded, so an
 epoch is reproducible) or centre crop at evaluation -> scale -> batch -> prefetch.
 
+Shuffling (training only). Every epoch is a uniform random permutation of the whole training
+set, drawn afresh each epoch from ``seed``, whatever order the frame arrives in (the Adience
+and CelebA readers give rows sorted by file name, i.e. grouped by user; a bounded shuffle
+buffer would replay nearly the same user order every epoch). How, by where the decoded images
+live (:func:`training_order` names the mode):
+
+* ``memory`` (the default whenever the decoded set fits :func:`memory_cache_budget`): cache,
+  then a shuffle buffer as large as the set. The buffer holds references to the cached tensors,
+  not copies (TensorFlow tensors share their buffers), so memory does not grow; refilling it
+  from the cache costs well under a second per epoch (``tests/test_pipeline.py`` measures it).
+  In the first epoch the first batch waits until every image is decoded (the decoding itself
+  runs at full speed; only its overlap with the first epoch's training is lost).
+* ``paths`` (the decoded set would not fit in memory, or ``cache=False``/a cache file path):
+  the file paths (or, for prepared TFDS data, the encoded image bytes) are permuted before
+  decoding, and the training images are decoded every epoch instead of cached: a disk cache can
+  only be replayed in its stored order, and holding a whole-set buffer of decoded images would
+  put the set back in memory. Validation and test data keep the cache (their order never
+  matters).
+
 Hostile files. :func:`check_images` skips, with the file and the reason, what it can see
 without decoding: a missing, unreadable or empty file, an HTML page or any non-image
 signature, a truncated JPEG (no end-of-image marker) or PNG (no ``IEND`` chunk), a header that
@@ -234,7 +253,9 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     pixels (1/255 gives [0, 1]; 1.0 keeps 0-255 for ``keras.applications`` preprocessing).
     ``cache``: True caches the decoded images in memory when they fit :func:`memory_cache_budget`
     and otherwise in a temporary file on disk (removed at exit; CelebA-scale data never sits
-    decoded in RAM), a path caches on disk there, False not at all. Files that fail
+    decoded in RAM), a path caches on disk there, False not at all. ``training``: every epoch is
+    a uniform shuffle of the whole set (module docstring, "Shuffling"); a training set that is
+    not cached in memory is decoded every epoch, in a permuted order. Files that fail
     :func:`check_images` are dropped and appended to ``report`` (a list of ``{file, reason}``).
     """
     import tensorflow as tf
@@ -270,6 +291,13 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     # on a 2-core CPU; without it every epoch stayed near 1.65 (``make bench``; session note).
     options.autotune.enabled = False
     paths = frame["path"].astype(str).to_numpy()
+    mode = training_order(len(frame) * load_size * load_size * 3, cache) if training else None
+    if mode == "paths" and cache is True:
+        print(f"[pipeline] the {len(frame):,} decoded training images exceed the memory cache budget "
+              f"({memory_cache_budget() / 2**30:.1f} GiB; AGEGENDER_CACHE_GB changes it): they are decoded every epoch "
+              "in a fresh random order (a disk cache could only be replayed in one order)", file=sys.stderr, flush=True)
+    # a uniform permutation per epoch (module docstring, "Shuffling"); reshuffled each iteration from ``seed``
+    reshuffle = functools.partial(_shuffle_all, n=len(frame), seed=seed)
     if prepared:
         # TFDS records stream in storage order; labels follow each image by its row in the frame
         from agegender.data.prepared import image_dataset
@@ -281,9 +309,14 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
             label, weight = tf.nest.map_structure(lambda t: tf.gather(t, row), label_table)
             return resize_uint8(image, load_size), label, weight
 
-        ds = image_dataset(frame).map(load_prepared, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = image_dataset(frame)
+        if mode == "paths":  # the encoded bytes (a fraction of the decoded size), permuted before decoding
+            ds = reshuffle(ds)
+        ds = ds.map(load_prepared, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = tf.data.Dataset.from_tensor_slices((paths, labels, weights))
+        if mode == "paths":
+            ds = reshuffle(ds)
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=False)  # second line of defence: check_images already reported bad files
     # A file that decodes in no way is replaced by a blank sample of weight 0 (found and reported once),
@@ -292,10 +325,10 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     ds = ds.concatenate(_padding(ds.element_spec, [] if prepared else paths, report, len(frame)))
     ds = ds.take(len(frame))
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(frame)))
-    if cache:
+    if mode == "memory":
+        ds = reshuffle(ds.cache(""))  # the buffer holds references to the cached images (module docstring)
+    elif cache and not training:
         ds = ds.cache(_cache_file(len(frame) * load_size * load_size * 3) if cache is True else str(cache))
-    if training:
-        ds = ds.shuffle(min(len(frame), 4096), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     # Crop, flip and scaling work on whole batches, compiled with XLA: one fused pass per batch
     # rather than a chain of per-image kernels keeps the cached epochs fast (``make bench``).
@@ -311,6 +344,21 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
                     deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
+
+
+def training_order(nbytes: int, cache: bool | str = True) -> str:
+    """How a training dataset of ``nbytes`` decoded bytes gets its uniform per-epoch shuffle.
+
+    ``memory``: cached in memory, then shuffled with a buffer of the whole set (``cache=True`` and
+    ``nbytes`` within :func:`memory_cache_budget`). ``paths``: the rows are permuted before decoding
+    and the images decoded every epoch (``cache=False``, a cache file path, or too large for memory).
+    """
+    return "memory" if cache is True and nbytes <= memory_cache_budget() else "paths"
+
+
+def _shuffle_all(ds, *, n: int, seed: int):
+    """``ds`` in a fresh uniform random order each epoch: a shuffle buffer of all ``n`` elements."""
+    return ds.shuffle(max(int(n), 1), seed=seed, reshuffle_each_iteration=True)
 
 
 def memory_cache_budget() -> int:
