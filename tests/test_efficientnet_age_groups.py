@@ -207,6 +207,68 @@ def test_b5_b6_b7_build_every_task_set_and_group_count(backbone, low, high):
     assert low < _check_every_variant(backbone) < high
 
 
+# ------------------------------------------------------------------------------------ offline ImageNet weights
+
+
+def _layer_signature(model):
+    """Each layer's class and configuration, auto-generated names left out (they count per session)."""
+    out = []
+    for layer in model.layers:
+        config = {k: v for k, v in layer.get_config().items() if k != "name"}
+        auto = layer.name.split("_")[0] in ("rescaling", "normalization", "input", "image")
+        out.append((type(layer).__name__, None if auto else layer.name, json.dumps(config, sort_keys=True,
+                                                                                   default=str)))
+    return out
+
+
+def test_a_weights_file_gives_the_imagenet_model_layer_for_layer_and_output_for_output(tmp_path, monkeypatch):
+    """Issue 18 item 3. Keras adds the ``Rescaling(1/sqrt(std))`` stem layer only for ``weights="imagenet"``;
+    a model built from the same weights given as a file (``--weights FILE`` or a folder, the offline route) must
+    be that model. The "ImageNet" file here is written from a randomly initialised EfficientNet-B4, and the
+    reference is Keras's own ``"imagenet"`` build with its download pointed at that file."""
+    import keras
+    from keras.src.applications import efficientnet
+    from keras.src.legacy.saving import legacy_h5_format
+
+    import h5py
+
+    keras.utils.set_random_seed(1)
+    source = keras.applications.EfficientNetB4(include_top=False, weights=None, input_shape=(32, 32, 3))
+    normalization = next(layer for layer in source.layers if isinstance(layer, keras.layers.Normalization))
+    rng = np.random.default_rng(0)  # non-trivial statistics, so that a missing or extra layer shows
+    normalization.set_weights([rng.uniform(0.3, 0.6, w.shape).astype("float32") if i < 2 else w
+                               for i, w in enumerate(normalization.get_weights())])
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    path = folder / "efficientnetb4_notop.h5"  # Keras's file name and legacy HDF5 layout
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, source)
+
+    fetched = []
+    monkeypatch.setattr(efficientnet.file_utils, "get_file", lambda *a, **k: fetched.append(a) or str(path))
+    keras.utils.set_random_seed(2)
+    reference = eg.build_efficientnet_groups("b4", 3, ("age", "gender"), input_size=32, weights="imagenet")
+    assert fetched, "the reference must go through Keras's imagenet route"
+    monkeypatch.undo()
+    x = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    for weights in (str(path), folder):
+        keras.utils.set_random_seed(2)  # the same head initialisation as the reference
+        model = eg.build_efficientnet_groups("b4", 3, ("age", "gender"), input_size=32, weights=weights)
+        assert _layer_signature(model) == _layer_signature(reference)
+        kinds = [type(layer).__name__ for layer in model.layers[:5]]
+        assert kinds.count("Rescaling") == 2, kinds  # 1/255 and ImageNet's 1/sqrt(std)
+        for ours, theirs in zip(model.weights, reference.weights):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        out, want = model.predict(x, verbose=0), reference.predict(x, verbose=0)
+        for task in ("age", "gender"):
+            np.testing.assert_allclose(out[task], want[task], rtol=1e-5, atol=1e-6)
+        # the stem sees the inputs the ImageNet weights expect: (x/255 - mean) / std, not / sqrt(std)
+        stem = keras.Model(model.input, model.get_layer("stem_conv_pad").input)
+        mean, variance = normalization.get_weights()[:2]
+        expected = (x / 255 - mean) / np.sqrt(variance) / np.sqrt(efficientnet.IMAGENET_STDDEV_RGB)
+        np.testing.assert_allclose(stem.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------ claims
 
 

@@ -19,12 +19,20 @@ Decisions (the paper does not state them; each is named where it is set):
 * Outputs are computed in float32 (``dtype="float32"``) so that losses see float32
   probabilities under mixed precision.
 * No ``Lambda`` layers: a saved model loads with ``keras.saving.load_model(..., safe_mode=True)``.
+* **Offline ImageNet weights** (``weights=FILE`` or a folder, the route for a machine without
+  network): Keras's EfficientNet adds a ``Rescaling(1/sqrt(std))`` layer after its input
+  normalisation only when ``weights == "imagenet"`` (the ported TF weights expect inputs divided
+  by the variance, keras-team/keras issue 49930), so a plain ``weights=FILE`` build would feed the
+  ImageNet weights inputs about 2.1x too large. A file is therefore loaded through Keras's own
+  ``"imagenet"`` route with the download replaced by the file (:func:`_application`): the model is
+  layer for layer and output for output the ``"imagenet"`` model (``tests/test_efficientnet_age_groups.py``).
 
 The four backbones are an explicit registry (:data:`BACKBONES`); any other name fails loudly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -198,7 +206,10 @@ def _application(bb: Backbone, weights, inputs):
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):  # Keras prints "Downloading data from ..."
-            return constructor(include_top=False, weights=weights, input_tensor=inputs)
+            if weights in (None, "imagenet"):
+                return constructor(include_top=False, weights=weights, input_tensor=inputs)
+            with _imagenet_weights_from(weights):  # the "imagenet" architecture, this file's weights
+                model = constructor(include_top=False, weights="imagenet", input_tensor=inputs)
     except Exception as err:  # the Keras download raises a bare Exception("URL fetch failure ...")
         if weights is None:
             raise
@@ -212,3 +223,49 @@ def _application(bb: Backbone, weights, inputs):
         raise DataError(f"cannot load these weights into {bb.label} ({reason})", path=weights,
                         fix=f"pass Keras's ImageNet no-top file for this backbone, {bb.weights_file} "
                             f"({bb.weights_url})") from None
+    _check_imagenet_stem(model, bb)
+    return model
+
+
+@contextlib.contextmanager
+def _imagenet_weights_from(path):
+    """While active, Keras's EfficientNet ``weights="imagenet"`` route loads ``path`` instead of downloading.
+
+    ``keras.src.applications.efficientnet`` fetches the file with ``file_utils.get_file`` and then
+    calls ``model.load_weights`` on it, exactly what ``weights=path`` does, but only the
+    ``"imagenet"`` route builds the ``Rescaling(1/sqrt(std))`` stem layer the ImageNet weights
+    need (module docstring). Only that module's reference to ``file_utils`` is replaced, and put
+    back on exit.
+    """
+    from keras.src.applications import efficientnet
+
+    original = efficientnet.file_utils
+
+    class _LocalFile:
+        exists = staticmethod(original.exists)
+
+        @staticmethod
+        def get_file(*args, **kwargs):
+            return str(path)
+
+        def __getattr__(self, name):
+            return getattr(original, name)
+
+    efficientnet.file_utils = _LocalFile()
+    try:
+        yield
+    finally:
+        efficientnet.file_utils = original
+
+
+def _check_imagenet_stem(model, bb: Backbone) -> None:
+    """Fail loudly if a Keras release stops building the ImageNet stem (Rescaling 1/255, Normalization,
+    Rescaling 1/sqrt(std)) on the route :func:`_imagenet_weights_from` relies on."""
+    import keras
+
+    kinds = [type(layer).__name__ for layer in model.layers[:6]]
+    stem = [k for k in kinds if k in ("Rescaling", "Normalization")]
+    if stem != ["Rescaling", "Normalization", "Rescaling"]:
+        raise RuntimeError(f"{bb.label} from a weights file: expected Keras's ImageNet stem (Rescaling, "
+                           f"Normalization, Rescaling) but the build starts with {kinds} (Keras {keras.__version__}); "
+                           "the offline-weights route of agegender.models.efficientnet_groups needs updating")
