@@ -26,14 +26,21 @@ not billed to it; the timed epoch still pays its own tracing and compilation.
 ``scale`` and ``memory`` run :mod:`agegender.bench_scale` (cost growth with the number of images,
 peak memory of TFDS preparation and reading).
 
-``python -m agegender.bench train --model NAME`` times training steps (images/s, ms per step)
-of a model of the suite in float32, ``mixed_float16`` and ``mixed_float16`` + XLA
-(``jit_compile=True``). Without a GPU only float32 runs (mixed float16 is slower than float32
-on CPU), and the output says so.
+``python -m agegender.bench train --model NAME`` times training steps (images/s, ms per step,
+CPU ms per image) of a model of the suite per precision mode: a Keras dtype policy, ``+xla`` for
+``jit_compile=True`` (default float32, ``mixed_float16`` and ``mixed_float16+xla`` on a GPU;
+float32 alone on a CPU, where ``--modes float32,float32+xla,mixed_bfloat16`` compares the CPU
+options).
+
+Every benchmark records the load it was measured under (:mod:`agegender.timing`: load average at
+start and end, process CPU time, the other processes' CPU share) and warns, in its output and its
+JSON (``busy``, ``warning``), when the machine was not idle: a wall-clock rate measured under load
+is wrong.
 
     python -m agegender.bench pipeline                      # UTKFace sample if present, else generated faces
     python -m agegender.bench pipeline --data-dir DIR --n 3000 --size 128 --json out.json
     python -m agegender.bench train --model dual_cnn --steps 20
+    python -m agegender.bench train --model dual_cnn --batch-size 64 --modes float32,float32+xla,mixed_bfloat16 --repeats 3
     python -m agegender.bench predict [--model RUN_DIR]         # batch-1 CPU latency of detection + prediction
     python -m agegender.bench scale [--sizes 1000 5000 20000]   # audit / TFDS prepare / first epoch vs n
     python -m agegender.bench memory [--n 50000]                # peak memory of prepare and reading (CelebA)
@@ -249,7 +256,17 @@ def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 1
 
 
 TRAIN_MODELS = ("levi_multitask", "dual_cnn", "xception_transfer", "efficientnet_b4")
-TRAIN_MODES = ("float32", "mixed_float16", "mixed_float16+xla")  # issue 9: fp32 vs mixed vs mixed + XLA (jit_compile)
+# precision policy, optionally "+xla" (jit_compile=True); issue 9 (GPU) and issue 17 (CPU: AVX-512 BF16 / AMX)
+TRAIN_MODES = ("float32", "float32+xla", "mixed_bfloat16", "mixed_bfloat16+xla", "mixed_float16",
+               "mixed_float16+xla")
+GPU_MODES = ("float32", "mixed_float16", "mixed_float16+xla")
+CPU_MODES = ("float32",)
+
+
+def mode_policy(mode: str) -> tuple[str, bool]:
+    """(Keras dtype policy, jit_compile) of a benchmark mode such as ``mixed_bfloat16+xla``."""
+    policy, _, xla = mode.partition("+")
+    return policy, xla == "xla"
 
 
 def _train_model(name: str, size: int | None):
@@ -289,28 +306,37 @@ def _train_model(name: str, size: int | None):
 
 def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None = None,
                 modes: tuple[str, ...] | None = None, data_dir: Path | None = None, pipeline: bool = True,
-                workdir: Path = ROOT / "build" / "bench") -> dict:
-    """Images/s and ms per step of ``name`` for each precision mode (float32 only without a GPU).
+                repeats: int = 1, workdir: Path = ROOT / "build" / "bench") -> dict:
+    """Images/s and ms per step of ``name`` for each precision mode.
 
-    Each mode is timed twice with ``model.fit``: on one batch held in memory (the model's own
-    speed) and, with ``pipeline``, on :func:`~agegender.data.pipeline.build_dataset` batches of
-    real images (``data_dir``, default as for the pipeline benchmark; cached after a warm-up
-    pass, augmented every step). ``input_bound`` says whether the pipeline held training below
-    90 % of the in-memory speed. On a CPU the two share the same cores, so there it is a
-    measurement of contention rather than of a GPU's idle time.
+    Modes (:data:`TRAIN_MODES`): a Keras dtype policy, ``+xla`` for ``jit_compile=True``. Default:
+    float32, mixed_float16 and mixed_float16 + XLA on a GPU; float32 alone on a CPU (name the others
+    with ``modes``: on a CPU with AVX-512 BF16 / AMX, ``mixed_bfloat16`` is a real option, while
+    float16 is emulated and slow). Every model is built first, then each mode is timed in ``repeats``
+    interleaved rounds (a slow spell of a shared machine hits every mode alike) and its best round
+    kept. Each row gives the process CPU time per image and the load it saw
+    (:mod:`agegender.timing`); the result is flagged ``busy`` with a ``warning`` when the machine was
+    not idle, since wall-clock rates are then inflated.
+
+    Each mode is timed with ``model.fit`` on one batch held in memory (the model's own speed) and,
+    with ``pipeline``, on :func:`~agegender.data.pipeline.build_dataset` batches of real images
+    (``data_dir``, default as for the pipeline benchmark; cached after a warm-up pass, augmented
+    every step). ``input_bound`` says whether the pipeline held training below 90 % of the in-memory
+    speed. On a CPU the two share the same cores, so there it measures contention.
 
     Under another Keras backend (``KERAS_BACKEND=jax`` or ``torch``, for a machine whose GPU has
     no TensorFlow) the same models are timed from memory only (the pipeline is tf.data); on JAX
-    every mode is XLA-compiled, so ``mixed_float16+xla`` would repeat ``mixed_float16`` and is
-    not run by default.
+    every mode is XLA-compiled, so the ``+xla`` modes are not run by default.
     """
     import keras
     import numpy as np
 
+    from agegender.timing import measured, snapshot
+
     backend = keras.backend.backend()
     gpu = bool(gpus())
-    on_gpu = TRAIN_MODES if backend == "tensorflow" else TRAIN_MODES[:2]
-    modes = _checked_modes(modes or (on_gpu if gpu else TRAIN_MODES[:1]))
+    on_gpu = GPU_MODES if backend == "tensorflow" else tuple(m for m in GPU_MODES if "+" not in m)
+    modes = _checked_modes(modes or (on_gpu if gpu else CPU_MODES))
     pipeline = pipeline and backend == "tensorflow"
     files = []
     if pipeline:
@@ -319,26 +345,25 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
         files = _files(Path(folder), n_images)
 
     def timed_fit(model, dataset, count):
-        start = time.perf_counter()
+        start = snapshot()
         model.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0, shuffle=False)
-        return (time.perf_counter() - start) / count
+        return measured(start, snapshot())
 
-    rows = []
-    for mode in modes:
-        keras.backend.clear_session()
-        keras.mixed_precision.set_global_policy("mixed_float16" if mode.startswith("mixed") else "float32")
+    whole = snapshot()
+    rng = np.random.default_rng(0)
+    built = []
+    for mode in modes:  # build and compile every mode first; each keeps the policy it was built under
+        policy, jit = mode_policy(mode)
+        keras.mixed_precision.set_global_policy(policy)
         model, losses, size_used, shapes = _train_model(name, size)
         # TensorFlow compiles with XLA only when asked; JAX always does ("auto"), PyTorch only when asked
-        jit = True if mode.endswith("xla") else (False if backend == "tensorflow" else "auto")
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses, jit_compile=jit)
-        rng = np.random.default_rng(0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses,
+                      jit_compile=True if jit else (False if backend == "tensorflow" else "auto"))
         x = rng.uniform(0, 255, (batch, size_used, size_used, 3)).astype("float32")
-        y = {}
-        for task, shape in shapes.items():
-            y[task] = rng.integers(0, shape, batch) if isinstance(shape, int) else rng.uniform(0, 1, (batch, *shape))
+        y = {task: rng.integers(0, shape, batch) if isinstance(shape, int) else rng.uniform(0, 1, (batch, *shape))
+             for task, shape in shapes.items()}
         timed_fit(model, _same_batch(x, y, 2), 2)  # trace and compile
-        seconds = timed_fit(model, _same_batch(x, y, steps), steps)
-        row = {"mode": mode, "ms_per_step": round(1000 * seconds, 1), "img_s": round(batch / seconds, 1)}
+        images = None
         if files:
             import pandas as pd
 
@@ -354,17 +379,41 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
                                    augment=Augment(flip=True), pixel_scale=1.0, drop_remainder=True)
             images = images.map(lambda im, lab, w: (im, lab)).repeat()
             timed_fit(model, images, len(files) // batch)  # fills the cache
-            seconds = timed_fit(model, images, steps)
+        built.append((mode, model, x, y, images))
+    keras.mixed_precision.set_global_policy("float32")
+
+    rounds: dict[str, list] = {mode: [] for mode in modes}
+    for _ in range(max(1, repeats)):
+        for mode, model, x, y, images in built:
+            memory = timed_fit(model, _same_batch(x, y, steps), steps)
+            piped = timed_fit(model, images, steps) if images is not None else None
+            rounds[mode].append((memory, piped))
+    rows = []
+    for mode in modes:
+        memory, piped = min(rounds[mode], key=lambda r: r[0]["wall_s"])
+        seconds = memory["wall_s"] / steps
+        row = {"mode": mode, "ms_per_step": round(1000 * seconds, 1), "img_s": round(batch / seconds, 1),
+               "cpu_ms_per_img": round(1000 * memory["cpu_s"] / (steps * batch), 2),
+               "rounds_img_s": [round(batch * steps / r[0]["wall_s"], 1) for r in rounds[mode]],
+               "busy": memory["busy"], "other_processes_cores": memory.get("other_processes_cores")}
+        if piped is not None:
+            seconds = piped["wall_s"] / steps
             row.update(pipeline_ms_per_step=round(1000 * seconds, 1), pipeline_img_s=round(batch / seconds, 1))
             row["input_bound"] = row["pipeline_img_s"] < 0.9 * row["img_s"]
         rows.append(row)
-    keras.mixed_precision.set_global_policy("float32")
-    result = {"benchmark": "train", "model": name, "batch_size": batch, "steps": steps,
-              "input_size": size_used, "rows": rows, "machine": machine_facts()}
+    timing = measured(whole, snapshot())
+    result = {"benchmark": "train", "model": name, "batch_size": batch, "steps": steps, "repeats": max(1, repeats),
+              "input_size": size_used, "rows": rows, "machine": machine_facts(), "timing": timing,
+              "busy": timing["busy"] or any(r["busy"] for r in rows)}
+    if result["busy"]:
+        result["warning"] = timing.get("warning") or ("machine busy during a timed mode (other processes used "
+                                                      "CPU): wall-clock figures are inflated; rerun idle")
     if not gpu:
+        emulated = [m for m in modes if mode_policy(m)[0] == "mixed_float16"]
         result["note"] = ("no GPU visible: float32 only (mixed float16 and XLA are GPU measurements)"
-                          if modes == ("float32",) else
-                          "no GPU visible: float16 runs emulated on the CPU, so these modes check the code path only")
+                          if modes == CPU_MODES else
+                          "no GPU visible: CPU figures" + (f"; {', '.join(emulated)} emulated on the CPU, so these "
+                                                           "check the code path only" if emulated else ""))
     if backend != "tensorflow":
         result["note"] = ". ".join(filter(None, [result.get("note"), (
             f"Keras backend {backend}, not TensorFlow: the models alone, timed from memory (the input pipeline is "
@@ -471,17 +520,23 @@ def markdown(results: list[dict]) -> str:
     if trains:
         lines += ["## Training steps", "", "In memory: one batch fed again and again (the model's own speed); "
                   "pipeline: `build_dataset` batches of real images, augmented every step.", "",
-                  "| model | input | batch | mode | ms/step in memory | images/s in memory | images/s from the "
-                  "pipeline | input-bound | device |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | input | batch | mode | ms/step in memory | images/s in memory | CPU ms/image | images/s "
+                  "from the pipeline | input-bound | device | load at start / end | busy |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in trains:
             device = ", ".join(r["machine"]["gpus"]) or f"CPU ({r['machine']['cpu_count']} cores)"
+            timing = r.get("timing") or {}
+            load = (f"{timing.get('load_1min_start')} / {timing.get('load_1min_end')}" if timing else
+                    f"- / {r['machine'].get('load_average_1min', '-')}")
             for row in r["rows"]:
                 bound = {True: "yes", False: "no"}.get(row.get("input_bound"), "-")
+                busy = {True: "**yes**", False: "no"}.get(row.get("busy", r.get("busy")), "not measured")
                 lines.append(f"| {r['model']} | {r['input_size']} | {r['batch_size']} | {row['mode']} | "
-                             f"{row['ms_per_step']} | {row['img_s']} | {row.get('pipeline_img_s', '-')} | {bound} "
-                             f"| {device} |")
-        lines.append("")
+                             f"{row['ms_per_step']} | {row['img_s']} | {row.get('cpu_ms_per_img', '-')} | "
+                             f"{row.get('pipeline_img_s', '-')} | {bound} | {device} | {load} | {busy} |")
+        lines += ["", "busy: other processes used over a quarter of the cores during the timed steps, or the load "
+                      "average at the start exceeded half of them (`agegender.timing`); such wall-clock rates are "
+                      "inflated. \"not measured\": a figure from before the load was recorded.", ""]
     return "\n".join(lines)
 
 
@@ -522,10 +577,13 @@ def main(argv=None) -> int:
     t.add_argument("--size", type=int, help="input side (default: the paper's size for the model)")
     t.add_argument("--data-dir", type=Path, help="JPEG faces for the pipeline-fed run (default as for pipeline)")
     t.add_argument("--no-pipeline", action="store_true", help="time the in-memory batch only")
+    t.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the modes; each mode's best round is "
+                   "reported (default 1)")
     t.add_argument("--modes", type=_modes, metavar="MODE[,MODE...]",
-                   help=f"precision modes to time, among {', '.join(TRAIN_MODES)} (default: all three on a GPU, "
-                        "float32 alone on a CPU, where float16 is emulated and slow; naming them on a CPU checks that "
-                        "the GPU modes run before GPU time is spent on them)")
+                   help=f"precision modes to time, among {', '.join(TRAIN_MODES)} (a Keras dtype policy, +xla for "
+                        "jit_compile; default: float32, mixed_float16 and mixed_float16+xla on a GPU, float32 alone on "
+                        "a CPU; on a CPU with AVX-512 BF16 try float32,float32+xla,mixed_bfloat16; float16 is "
+                        "emulated on a CPU, so naming it there only checks the GPU path)")
     t.add_argument("--json", type=Path, help="write the result as JSON here")
     q = sub.add_parser("predict", help="batch-1 CPU latency of MTCNN detection plus prediction on one photograph")
     q.add_argument("--model", help="run folder or .keras file (default: a small random CNN; detection dominates)")
@@ -551,6 +609,9 @@ def main(argv=None) -> int:
     from agegender import atomic
     from agegender.errors import DataError
 
+    from agegender.timing import measured, snapshot
+
+    started = snapshot()
     try:
         if args.command == "report":
             results = [json.loads(f.read_text()) for f in sorted(args.files)]
@@ -589,17 +650,26 @@ def main(argv=None) -> int:
                   f"total {result['total_ms']['median']} ms (medians, batch 1, CPU)")
         else:
             result = bench_train(args.model, batch=args.batch_size, steps=args.steps, size=args.size,
-                                 data_dir=args.data_dir, pipeline=not args.no_pipeline, modes=args.modes)
+                                 data_dir=args.data_dir, pipeline=not args.no_pipeline, modes=args.modes,
+                                 repeats=args.repeats)
             for row in result["rows"]:
                 piped = (f"; from the pipeline {row['pipeline_img_s']} images/s (input-bound: "
                          f"{'yes' if row['input_bound'] else 'no'})" if "pipeline_img_s" in row else "")
                 print(f"[bench] {args.model} {row['mode']}: {row['ms_per_step']} ms/step, {row['img_s']} images/s in "
-                      f"memory{piped}")
+                      f"memory, {row['cpu_ms_per_img']} CPU ms/image{piped}")
             if "note" in result:
                 print(f"[bench] {result['note']}")
+            if result.get("warning"):
+                print(f"[bench] WARNING: {result['warning']}", file=sys.stderr)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if "timing" not in result:  # every benchmark says the load it saw (agegender.timing)
+        result["timing"] = measured(started, snapshot())
+        result["busy"] = result["timing"]["busy"]
+        if result["busy"]:
+            result["warning"] = result["timing"]["warning"]
+            print(f"[bench] WARNING: {result['warning']}", file=sys.stderr)
     if args.json:
         atomic.write_json(args.json, result)
         print(f"[bench] {args.json}")
