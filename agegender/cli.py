@@ -29,15 +29,27 @@ FRESH_HELP = ("start new runs; by default rerunning the same command (same data,
 DETERMINISTIC_HELP = ("TensorFlow op determinism with the fixed --seed: two runs with the same seed on the same "
                       "device give the same samples, splits and losses (slower on a GPU)")
 PREPARE_COMMAND = "python -m agegender.data prepare ..."
+KEEP_DUPLICATES_HELP = ("keep byte-identical image files in one split: the real UTKFace holds 375 groups of identical "
+                        "files (the same photo saved under several names, some with different labels), and a "
+                        "random split puts most of those groups partly in training and partly in validation or "
+                        "test. With this flag each group goes whole to the split most of its files fall in (a tie: "
+                        "the split of its first file in the protocol's seeded order); counts then differ slightly "
+                        "from the paper's. Default: the paper's split, which does not look at file contents. The "
+                        "record says which was used (config and split info) and runs with the flag get rows of "
+                        "their own in the tables")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, fresh_help: str | None = None, data_flag: str = "--data-dir",
-                      tfds: bool = True) -> argparse.ArgumentParser:
-    """Add ``--fresh``, ``--deterministic``, ``--strategy`` and (``tfds``) ``--tfds-dir`` to ``parser``.
+                      tfds: bool = True, duplicates: bool = False) -> argparse.ArgumentParser:
+    """Add ``--fresh``, ``--deterministic``, ``--strategy``, (``tfds``) ``--tfds-dir`` and (``duplicates``)
+    ``--keep-duplicates-together`` to ``parser``.
 
     ``fresh_help`` replaces the generic help text (a reproduction says what "a run" is for it:
     folds, networks, backbones ...); ``data_flag`` names the raw-data
-    option(s) that ``--tfds-dir`` replaces. Returns the parser.
+    option(s) that ``--tfds-dir`` replaces. ``duplicates``: the reproduction passes
+    ``args.keep_duplicates_together`` to :func:`agegender.data.splits.make_split` (and into its
+    experiment, so such runs get their own records and rows); a reproduction that does not
+    leaves it off, so the flag is never accepted and ignored. Returns the parser.
     """
     parser.add_argument("--fresh", action="store_true", help=fresh_help or FRESH_HELP)
     parser.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
@@ -46,6 +58,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, fresh_help: str | None
         parser.add_argument("--tfds-dir", default=None, metavar="DIR",
                             help=f"read the dataset from TFDS data prepared by `{PREPARE_COMMAND}` instead of the raw "
                                  f"folder in {data_flag} (the TFDS data_dir given to prepare)")
+    if duplicates:
+        parser.add_argument("--keep-duplicates-together", action="store_true", help=KEEP_DUPLICATES_HELP)
     return parser
 
 
@@ -53,7 +67,12 @@ def read_samples(source: str, data_dir=None, tfds_dir=None, *, columns=(), **rea
     """The :class:`~agegender.data.samples.Samples` of ``source`` (utkface, adience, celeba, imdb_wiki).
 
     Without ``tfds_dir``: the raw reader on ``data_dir`` with ``reader_options`` (e.g.
-    ``keep_duplicates=True`` for Adience). With ``tfds_dir``: the prepared data,
+    ``keep_duplicates=True`` for Adience); then every image present is checked as training checks
+    it (:func:`agegender.data.audit.drop_unusable_images`: empty, HTML, truncated, too large ...),
+    and the unusable ones leave the frame for ``skipped``, so that the split, ``split.csv`` and the
+    counts in the record hold what is trained on; a folder without one usable image is a one-line
+    :class:`DataError`. Rows whose image is absent (``Samples.missing``) stay, as the readers
+    leave them, for the caller. With ``tfds_dir``: the prepared data,
     ``agegender.data.prepared.read_prepared(source, tfds_dir)``; the reader options then do not
     apply (they were fixed when the data were prepared). ``columns``: extra columns the caller
     needs (``fold``, CelebA attributes ...); prepared data without them is a one-line
@@ -63,9 +82,9 @@ def read_samples(source: str, data_dir=None, tfds_dir=None, *, columns=(), **rea
         if data_dir is None:
             raise DataError(f"no {source} data given", fix="pass the raw dataset folder (--data-dir DIR) or the "
                                                             f"prepared TFDS data (--tfds-dir DIR, from `{PREPARE_COMMAND}`)")
-        from agegender.data.audit import read_dataset
+        from agegender.data.audit import drop_unusable_images, read_dataset
 
-        return read_dataset(source, data_dir, **reader_options)
+        return drop_unusable_images(read_dataset(source, data_dir, **reader_options), require=True)
     try:
         from agegender.data.prepared import read_prepared
     except ModuleNotFoundError as err:
@@ -90,11 +109,25 @@ def run_main(fn, argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except OSError as err:  # a file or folder the readers did not foresee (permissions, disk full ...)
-        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-        print(f"error: {where}{err.strerror or err} — fix: check that the path exists, is readable (and the output "
-              "folder writable) and the disk has space", file=sys.stderr)
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume (runs with a complete record are read back, the "
               "interrupted one continues after its last completed epoch; --fresh starts over)", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def os_error_line(err: OSError) -> str:
+    """``<file>: <what> — fix: <how>`` for an ``OSError`` no reader foresaw (one line, no traceback)."""
+    import errno
+
+    where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+    what = (err.strerror or str(err) or type(err).__name__).splitlines()[0]
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = ("make it writable (an output) or readable (an input) for this user, or choose another output folder "
+               "(--out)")
+    elif err.errno == errno.ENOSPC:
+        fix = "free disk space, or choose an output folder on another disk (--out)"
+    else:
+        fix = "check that the path exists, is readable (and the output folder writable) and the disk has space"
+    return f"{where}{what} — fix: {fix}"

@@ -17,6 +17,8 @@ A run folder ``<out>/<reproduction>/<experiment>/<run_id>/`` holds
   early-stopping and checkpoint state, history), written by :func:`agegender.training.train`
   and removed when the run completes.
 
+- ``run.lock``: present while a process trains the run (below).
+
 ``status`` is ``running`` until :meth:`RunRecorder.finish` writes ``complete`` (or
 :meth:`RunRecorder.fail` writes ``failed``, with the reason). Every file is written atomically
 (temporary file, then rename), so a reader never sees half a record.
@@ -40,6 +42,16 @@ change the result, such as ``--fresh`` or the output folder, must stay out of ``
 - A ``failed`` record (a diverged loss) is never reused: the same command starts afresh.
 - ``resume=False`` (a command's ``--fresh``) always starts a new run.
 
+Run lock
+--------
+While a process trains a run, it holds ``run.lock`` in the run folder (an exclusive ``flock`` on
+the file, which names the process: pid, host, start time and command). A second process that
+would train the same folder (the same command with the same ``--out``) stops with one line naming
+the first process. The kernel drops the lock when its process dies, however it dies, so the lock
+of a killed run (``kill -9``, a power cut) is stale: the next process takes it over and says so.
+The lock is released (the file removed) when the run finishes or fails, or the process exits.
+:func:`lock_holder` says whether a ``running`` record is being trained now or was interrupted.
+
 A reproduction that writes several records per command (networks, folds) shares one run id
 between them by looking up the first with :func:`find_run` and passing ``run_id=`` to the
 others; cross-validation gets "resume at the first fold without a complete record" for free,
@@ -55,12 +67,14 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from agegender import atomic
 
 DATA_KINDS = ("real", "sample", "generated", "none")  # none: a model build, no data read
+LOCK_FILE = "run.lock"  # inside a run folder while a process trains it (RunLock)
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "results" / "runs"
 STATE_DIR = "train_state"  # inside a run folder: the resumable training state
 RESUMABLE = ("running", "complete")  # statuses a rerun of the same command picks up
@@ -127,6 +141,13 @@ class RunRecorder:
         self.run_id = run_id
         self.run_dir = runs_dir / reproduction / experiment / self.run_id
         earlier = read_record(self.record_path) if resume else None
+        self.lock = None
+        if not (resume and earlier and earlier.get("fingerprint") == self.fingerprint
+                and earlier.get("status") == "complete"):  # a run to train (a complete one is only read back)
+            self.lock = RunLock(self.run_dir)
+            self.lock.acquire()
+            if resume:
+                earlier = read_record(self.record_path)  # as it is now that this process holds the lock
         #: True when an earlier record of the same command was picked up (``resume=True``)
         self.resumed = bool(earlier and earlier.get("fingerprint") == self.fingerprint
                             and earlier.get("status") in RESUMABLE)
@@ -219,7 +240,13 @@ class RunRecorder:
         self.record["failure"] = reason
         self.record["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.save()
+        self.release()
         return self.record_path
+
+    def release(self) -> None:
+        """Give up the run lock (done by :meth:`finish`, :meth:`fail` and at process exit)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def keras_callback(self):
         """A Keras callback that calls :meth:`log_epoch` at each epoch end (epochs numbered from 1)."""
@@ -250,7 +277,176 @@ class RunRecorder:
         self.record["status"] = "complete"
         self.save()
         shutil.rmtree(self.state_dir, ignore_errors=True)  # the record is complete: nothing left to resume
+        self.release()
         return self.record_path
+
+
+class RunLock:
+    """The ``run.lock`` of a run folder (module docstring, "Run lock"): an exclusive ``flock``.
+
+    :meth:`acquire` raises a one-line :class:`~agegender.errors.DataError` naming the process that
+    holds it; a lock file left by a dead process is taken over (``taken_over`` holds what it said,
+    and a note is printed). Re-entrant within a process: a second ``RunLock`` on the same folder
+    shares the first one's hold.
+    """
+
+    _held: dict = {}  # resolved lock path -> [fd, count], the locks this process holds
+
+    def __init__(self, run_dir, *, log=None):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.taken_over: dict | None = None
+        self._key: str | None = None
+        self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def acquire(self, *, attempts: int = 10, wait_s: float = 0.2) -> "RunLock":
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            from agegender.errors import DataError
+
+            reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+            raise DataError(f"the run folder cannot be created ({reason})", path=self.path.parent,
+                            fix="choose another --out, or make the output folder writable for this user") from None
+        key = str(self.path.parent.resolve() / LOCK_FILE)
+        if key in RunLock._held:  # this process holds it already
+            RunLock._held[key][1] += 1
+            self._key = key
+            return self
+        for attempt in range(attempts):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, atomic.file_mode())
+            except OSError as err:
+                from agegender.errors import DataError
+
+                reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+                raise DataError(f"the run folder cannot be written ({reason})", path=self.path.parent,
+                                fix="choose another --out, or make the output folder writable for this user") \
+                    from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_lock(fd)
+                os.close(fd)
+                if attempt + 1 < attempts:  # a probe (lock_holder) holds it for an instant: look again
+                    time.sleep(wait_s)
+                    continue
+                from agegender.errors import DataError
+
+                raise DataError(f"the run folder is being trained by another process ({_describe_holder(holder)})",
+                                path=self.path.parent,
+                                fix=f"wait for it to finish, or stop it (kill {holder.get('pid', 'PID')}); to train "
+                                    "another copy at the same time, pass --fresh or another --out") from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder removed the file as we waited: lock the new one
+                os.close(fd)
+                continue
+            earlier = _read_lock(fd)
+            if earlier.get("pid") and earlier.get("pid") != os.getpid():
+                self.taken_over = earlier
+                self._log(f"note: {self.path.parent}: took over the lock of process {earlier['pid']}"
+                          f"{' on ' + earlier['host'] if earlier.get('host') else ''}, which no longer runs "
+                          "(an interrupted run); this process trains it now")
+            info = {"pid": os.getpid(), "host": platform.node(),
+                    "started_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+                    "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300]}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+            RunLock._held[key] = [fd, 1]
+            self._key = key
+            _release_at_exit()
+            return self
+        from agegender.errors import DataError
+
+        raise DataError("the run lock keeps changing hands", path=self.path.parent,
+                        fix="another process is starting the same run; wait for it, or pass --fresh")
+
+    def release(self) -> None:
+        """Drop this hold; the last one removes ``run.lock`` and unlocks it."""
+        key, self._key = self._key, None
+        if key is None or key not in RunLock._held:
+            return
+        entry = RunLock._held[key]
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del RunLock._held[key]
+        _unlock(key, entry[0])
+
+
+def _unlock(key: str, fd: int) -> None:
+    import contextlib
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.fstat(fd), os.stat(key)):
+            os.unlink(key)  # removed while still held: a waiter then locks a fresh file
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+_AT_EXIT: list = []
+
+
+def _release_at_exit() -> None:
+    if _AT_EXIT:
+        return
+    import atexit
+
+    def release_all():
+        for key, (fd, _) in list(RunLock._held.items()):
+            RunLock._held.pop(key, None)
+            _unlock(key, fd)
+
+    atexit.register(release_all)
+    _AT_EXIT.append(release_all)
+
+
+def _read_lock(fd: int) -> dict:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe_holder(holder: dict) -> str:
+    if not holder.get("pid"):
+        return "a process that has not written its name yet"
+    where = f" on {holder['host']}" if holder.get("host") and holder["host"] != platform.node() else ""
+    since = f", since {holder['started_utc']}" if holder.get("started_utc") else ""
+    command = f": {holder['command']}" if holder.get("command") else ""
+    return f"process {holder['pid']}{where}{since}{command}"
+
+
+def lock_holder(run_dir) -> dict | None:
+    """Who trains ``run_dir`` now: the lock file's ``{pid, host, started_utc, command}``, or None when no
+    live process holds its lock (never started, finished, or interrupted)."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    key = str(path.parent.resolve() / LOCK_FILE) if path.parent.exists() else None
+    if key in RunLock._held:
+        return _read_lock(RunLock._held[key][0])
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_lock(fd) or {"pid": None}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def deviations_from(config, paper_config, *, ignore=("seed",)) -> dict:
@@ -326,7 +522,7 @@ def load_records(runs_dir: str | Path) -> tuple[list[dict], list[dict]]:
     runs_dir = Path(runs_dir)
     for folder in sorted(runs_dir.glob("*/*/*/")):
         if folder.is_dir() and not (folder / "record.json").exists() and \
-                any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir()):
+                any(p.is_file() and not p.name.startswith(".") and p.name != LOCK_FILE for p in folder.iterdir()):
             skipped.append({"file": str(folder / "record.json"),
                             "reason": "record missing (the run folder has files but no record.json)"})
     for path in sorted(runs_dir.rglob("record.json")):
@@ -338,6 +534,11 @@ def load_records(runs_dir: str | Path) -> tuple[list[dict], list[dict]]:
         if not isinstance(record, dict) or record.get("status") != "complete":
             status = record.get("status") if isinstance(record, dict) else type(record).__name__
             reason = f"run not complete (status {status!r})"
+            if status == "running":
+                holder = lock_holder(path.parent)
+                reason = (f"run in progress ({_describe_holder(holder)} holds its lock)" if holder else
+                          "run interrupted (status 'running' but no process holds its lock): rerun the same command "
+                          "to resume it")
             if status == "failed" and record.get("failure"):
                 reason = f"run failed: {record['failure']}"
             skipped.append({"file": str(path), "reason": reason})

@@ -45,7 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--no-hash", action="store_true", help="skip hashing files to find byte-identical duplicates")
     audit.add_argument("--remap-stray-ages", action="store_true",
                        help="adience only: map stray age labels to canonical groups (see read_adience)")
-    audit.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON to OUT")
+    audit.add_argument("--keep-duplicates-together", action="store_true",
+                       help="report the split as made with --keep-duplicates-together (each group of byte-identical "
+                            "files in one split); default: the protocol as the paper made it")
+    audit.add_argument("--no-image-check", action="store_true",
+                       help="count every image the reader accepts as usable, without the file check training applies "
+                            "(empty, HTML, truncated, too large ...); faster on slow storage")
+    audit.add_argument("--json", default=None, metavar="OUT",
+                       help="also write the report as JSON to OUT (its folder must be writable: checked first)")
 
     prepare = sub.add_parser(
         "prepare", help="read a dataset folder once and write it as TFDS records (tfds.load-able)",
@@ -61,43 +68,66 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "synth":
-            from agegender.data.synth import synthesize
+        return _main(args)
+    except (DataError, ValueError) as err:
+        fix = "" if " — fix: " in str(err) else f" — fix: see python -m agegender.data {args.command} --help"
+        print(f"error: {err}{fix}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder or file no check foresaw (permissions, disk full ...)
+        from agegender.cli import os_error_line
 
-            summary = synthesize(args.layout, args.out, args.n, args.seed, size=args.size,
-                                 adience_folds_dir=args.adience_folds)
-            print(json.dumps(summary, indent=2, sort_keys=True, default=str))
-            return 0
-        if args.command == "prepare":
-            from pathlib import Path
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
-            from agegender.data.prepared import prepare
 
-            result = prepare(args.dataset, args.data_dir, args.tfds_dir)
-            skipped = result.pop("skipped")
-            result["skipped"] = {"count": len(skipped), "first": skipped[:10],
-                                 "all": str(Path(result["data_dir"]) / "skipped.json")}
-            print(json.dumps(result, indent=2, default=str))
-            return 0
-        from agegender import atomic
-        from agegender.data.audit import audit, format_report
+def _main(args) -> int:
+    from agegender import atomic
 
-        if args.remap_stray_ages and args.dataset != "adience":
-            raise ValueError("--remap-stray-ages applies to adience only")
-        options = {"remap_stray_ages": True} if args.remap_stray_ages else {}
-        result = audit(args.dataset, args.data_dir, protocol=args.protocol, coral_csv_dir=args.coral_csv_dir,
-                       seed=args.seed, hash_duplicates=not args.no_hash, **options)
-        print(format_report(result))
-        if args.json:
-            atomic.write_json(args.json, result)
-            print(f"JSON report: {args.json}")
+    if args.command == "synth":
+        atomic.check_writable(args.out)
+        from agegender.data.synth import synthesize
+
+        summary = synthesize(args.layout, args.out, args.n, args.seed, size=args.size,
+                             adience_folds_dir=args.adience_folds)
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return 0
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.command == "prepare":
+        from pathlib import Path
+
+        from agegender.data.prepared import prepare
+
+        atomic.check_writable(args.tfds_dir, flag="--tfds-dir")
+        result = prepare(args.dataset, args.data_dir, args.tfds_dir)
+        skipped = result.pop("skipped")
+        result["skipped"] = {"count": len(skipped), "first": skipped[:10],
+                             "all": str(Path(result["data_dir"]) / "skipped.json")}
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    from pathlib import Path
+
+    from agegender.data.audit import audit, format_report
+
+    if args.remap_stray_ages and args.dataset != "adience":
+        raise DataError("--remap-stray-ages applies to adience only", fix="leave it out for other datasets")
+    if args.json:  # a read-only folder stops the audit before its work, not after
+        atomic.check_writable(Path(args.json).parent, flag="--json")
+    options = {"remap_stray_ages": True} if args.remap_stray_ages else {}
+    result = audit(args.dataset, args.data_dir, protocol=args.protocol, coral_csv_dir=args.coral_csv_dir,
+                   seed=args.seed, hash_duplicates=not args.no_hash, check_images=not args.no_image_check,
+                   keep_duplicates_together=args.keep_duplicates_together, **options)
+    print(format_report(result))
+    if args.json:
+        atomic.write_json(args.json, result)
+        print(f"JSON report: {args.json}")
+    if not result["samples"] and result["files_seen"]:
+        raise DataError(f"none of the {result['files_seen']:,} files is a usable {args.dataset} image (the report "
+                        "above gives each reason)", path=args.data_dir,
+                        fix="point --data-dir at the real dataset folder (check that the download finished and "
+                            "was unpacked)")
+    return 0
 
 
 if __name__ == "__main__":

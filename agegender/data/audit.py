@@ -9,16 +9,22 @@
 - ``task_samples``: usable samples per task and task combination (``"age+gender"``);
 - ``label_counts``: ``{task: {label: n}}``;
 - ``duplicates``: byte-identical image files by content hash: ``distinct_contents``, ``groups``,
-  ``files_in_groups``, ``groups_crossing_splits`` (under ``protocol``) and the first groups;
+  ``files_in_groups``, ``groups_crossing_splits`` (under ``protocol``, as split with or without
+  ``keep_duplicates_together``), ``crossing_first`` (the first such groups, each file with its
+  split), ``groups_with_conflicting_labels`` and ``conflicting_first`` (groups whose files carry
+  different labels, each file with its labels) and ``first_groups``;
 - ``splits``: ``{protocol: {split: n}}`` (Adience: per-fold counts);
 - ``notes``: the reader's remarks.
+
+"Usable" means what training can use: every image present is checked as the training pipeline
+checks it (:func:`drop_unusable_images`: empty, HTML, truncated, unparsable header, too large),
+and one that fails is listed in ``skipped`` with the reason, not counted in ``samples``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import importlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +48,60 @@ def read_dataset(dataset: str, data_dir, **options) -> Samples:
     return getattr(importlib.import_module(module), name)(data_dir, **options)
 
 
+def drop_unusable_images(samples: Samples, *, require: bool = False) -> Samples:
+    """``samples`` less the rows whose image fails the training pipeline's file check.
+
+    Every image present (rows in ``samples.missing`` are left as they are) goes through
+    :func:`agegender.data.pipeline.check_images`, the check ``build_dataset`` applies: an empty
+    file, an HTML page or another non-image, a truncated JPEG / PNG, a header that does not parse,
+    a decompression bomb. A row that fails leaves the frame and is listed in ``skipped`` with the
+    reason, and a note counts them. ``require``: when rows had images and none is usable, raise a
+    one-line :class:`DataError` (training would have nothing to train on).
+    """
+    from agegender.data.pipeline import check_images
+    from agegender.errors import DataError
+
+    frame = samples.frame
+    missing = set(samples.missing)
+    present = ~(frame["file"].isin(missing) | frame["path"].isin(missing))
+    if not present.any():
+        return samples
+    checked = check_images(list(dict.fromkeys(frame.loc[present, "path"])))
+    bad = {item["file"]: item["reason"] for item in checked.skipped}
+    drop = present & frame["path"].isin(bad)
+    if require and drop.sum() == present.sum():
+        reasons: dict[str, int] = {}
+        for reason in bad.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+        example = frame.loc[drop, "file"].iloc[0]
+        raise DataError(f"none of the {int(present.sum()):,} images is usable ({summary}; e.g. {example})",
+                        path=samples.root,
+                        fix="point the data folder at the real images (check that the download finished and was "
+                            "unpacked; `python -m agegender.data audit ...` lists every file with its reason)")
+    if not drop.any():
+        return samples
+    skipped = list(samples.skipped) + [{"file": file, "reason": f"image not usable: {bad[path]}"}
+                                       for file, path in frame.loc[drop, ["file", "path"]].itertuples(index=False)]
+    notes = list(samples.notes) + [f"{int(drop.sum()):,} image(s) fail the file check training applies (empty, not "
+                                   "an image, truncated, too large ...): skipped, listed with the reason"]
+    return dataclasses.replace(samples, frame=frame[~drop].reset_index(drop=True), skipped=skipped, notes=notes)
+
+
 def audit(dataset: str, data_dir, *, protocol: str | None = None, coral_csv_dir=None, seed: int = 0,
-          hash_duplicates: bool = True, samples: Samples | None = None, progress: bool = True, **options) -> dict:
-    """Read ``data_dir`` with the dataset's reader and describe everything found (see module doc)."""
+          hash_duplicates: bool = True, samples: Samples | None = None, progress: bool = True,
+          keep_duplicates_together: bool = False, check_images: bool = True, **options) -> dict:
+    """Read ``data_dir`` with the dataset's reader and describe everything found (see module doc).
+
+    ``check_images``: check every image as training does (:func:`drop_unusable_images`); the
+    unusable ones are skipped, not samples. ``keep_duplicates_together``: report the split as
+    :func:`~agegender.data.splits.make_split` makes it with that option.
+    """
     from agegender.data.splits import make_split
 
     samples = samples if samples is not None else read_dataset(dataset, data_dir, **options)
+    if check_images:
+        samples = drop_unusable_images(samples)
     frame = samples.frame
     protocol = protocol or DEFAULT_PROTOCOL[dataset]
     tasks = ("age", "gender", "race") if dataset != "celeba" else ("gender",)
@@ -72,7 +126,7 @@ def audit(dataset: str, data_dir, *, protocol: str | None = None, coral_csv_dir=
         kwargs = {"csv_dir": coral_csv_dir} if protocol == "coral" else {}
         if protocol == "coral" and coral_csv_dir is None:
             raise ValueError("protocol 'coral' needs --coral-csv-dir (the folder with utk_train.csv and utk_test.csv)")
-        split = make_split(samples, protocol, seed=seed, **kwargs)
+        split = make_split(samples, protocol, seed=seed, keep_duplicates_together=keep_duplicates_together, **kwargs)
         result["splits"] = {protocol: split.counts()}
         result["split_info"] = {k: v for k, v in split.info.items() if k != "counts"}
         split_of = dict(zip(split.frame["path"], split.frame["split"]))
@@ -80,8 +134,23 @@ def audit(dataset: str, data_dir, *, protocol: str | None = None, coral_csv_dir=
         missing = set(samples.missing)
         present = frame.loc[~frame["file"].isin(missing) & ~frame["path"].isin(missing), "path"]
         paths = [p for p in dict.fromkeys(present) if Path(p).is_file()]
-        result["duplicates"] = _duplicates(paths, split_of, progress)
+        result["duplicates"] = _duplicates(paths, split_of, progress, _labels_by_path(frame))
+        result["duplicates"]["kept_together"] = bool(keep_duplicates_together and protocol != "adience_folds")
     return result
+
+
+def _labels_by_path(frame) -> dict:
+    """``{path: {file, age, age_group, gender, race}}`` (the first row of each path; absent labels left out)."""
+    out = {}
+    for row in frame.drop_duplicates("path").itertuples(index=False):
+        labels = {"file": row.file}
+        if row.age == row.age:  # not NaN
+            labels["age"] = float(row.age)
+        for key in ("age_group", "gender", "race"):
+            if getattr(row, key) >= 0:
+                labels[key] = int(getattr(row, key))
+        out[row.path] = labels
+    return out
 
 
 def _label_counts(frame) -> dict:
@@ -102,32 +171,32 @@ def _label_counts(frame) -> dict:
     return counts
 
 
-def _hash(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _duplicates(paths: list[str], split_of: dict, progress: bool, labels: dict | None = None) -> dict:
+    """Group byte-identical files by SHA-1 of their content; groups crossing splits and with conflicting labels."""
+    from agegender.data.splits import content_hashes
 
-
-def _duplicates(paths: list[str], split_of: dict, progress: bool) -> dict:
-    """Group byte-identical files by SHA-1 of their content."""
-    from tqdm.auto import tqdm
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        digests = list(tqdm(pool.map(_hash, paths), total=len(paths), desc="hashing", unit="file",
-                            disable=True if not progress or len(paths) < 2000 else None, leave=False))
     by_digest: dict[str, list[str]] = {}
-    for path, digest in zip(paths, digests):
-        by_digest.setdefault(digest, []).append(path)
+    for path, digest in content_hashes(paths, progress=progress).items():
+        if digest is not None:
+            by_digest.setdefault(digest, []).append(path)
     groups = [sorted(g) for g in by_digest.values() if len(g) > 1]
     groups.sort()
-    crossing = [g for g in groups if len({split_of.get(p) for p in g}) > 1]
+    labels = labels or {}
+    crossing = [g for g in groups if len({split_of.get(p) for p in g} - {None}) > 1]  # in 2+ splits (a leak)
+
+    def label_of(path):
+        return tuple(sorted((k, v) for k, v in labels.get(path, {}).items() if k != "file"))
+
+    conflicting = [g for g in groups if len({label_of(p) for p in g}) > 1]
     return {
         "distinct_contents": len(by_digest),
         "groups": len(groups),
         "files_in_groups": int(sum(len(g) for g in groups)),
         "groups_crossing_splits": len(crossing),
+        "crossing_first": [[{"file": labels.get(p, {}).get("file", Path(p).name), "split": split_of.get(p)}
+                            for p in g] for g in crossing[:20]],
+        "groups_with_conflicting_labels": len(conflicting),
+        "conflicting_first": [[labels.get(p, {"file": Path(p).name}) for p in g] for g in conflicting[:20]],
         "first_groups": [[Path(p).name for p in g] for g in groups[:10]],
     }
 
@@ -164,8 +233,21 @@ def format_report(result: dict) -> str:
         lines.append(f"  KS test train vs validation ages: D = {ks['statistic']:.4f}, p = {ks['p_value']:.3f}")
     dup = result.get("duplicates")
     if dup:
+        how = " (split with --keep-duplicates-together)" if dup.get("kept_together") else ""
         lines.append(f"  byte-identical files: {dup['groups']:,} groups holding {dup['files_in_groups']:,} files "
                      f"({dup['distinct_contents']:,} distinct contents); {dup['groups_crossing_splits']:,} groups "
-                     f"cross the splits")
+                     f"cross the splits{how}; {dup.get('groups_with_conflicting_labels', 0):,} groups with "
+                     "conflicting labels")
+        for group in dup.get("crossing_first", [])[:3]:
+            lines.append("    crossing: " + ", ".join(f"{g['file']} ({g['split'] or 'in no split'})" for g in group))
+        for group in dup.get("conflicting_first", [])[:3]:
+            lines.append("    conflicting labels: " + ", ".join(
+                f"{g['file']} (" + ", ".join(f"{k} {v:g}" for k, v in g.items() if k != "file") + ")" for g in group))
+        if dup["groups_crossing_splits"] and not dup.get("kept_together"):
+            lines.append("    (--keep-duplicates-together keeps each group in one split)")
+    mismatch = result.get("split_info", {}).get("csv_age_label_mismatch")
+    if mismatch and mismatch.get("count"):
+        lines.append(f"  CORAL rows whose label is not the file name's age - 21: {mismatch['count']:,} "
+                     f"(e.g. {mismatch['first'][0]})")
     lines += [f"  note: {n}" for n in result["notes"]]
     return "\n".join(lines)

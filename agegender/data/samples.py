@@ -127,3 +127,28 @@ def unsafe_path(rel: str) -> str | None:
     if ".." in PurePosixPath(posix).parts:
         return f"path {text!r} leaves the data folder ('..')"
     return None
+
+
+def undecodable(name: str) -> bool:
+    """True when ``name`` (a file name as ``os`` returns it) is not valid UTF-8 on disk.
+
+    Python hands such names over with each bad byte as a lone surrogate (``surrogateescape``);
+    they cannot be written to a UTF-8 CSV, JSON or console, nor given to TensorFlow.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def escaped_name(name) -> str:
+    """A file name (str or bytes) shown with its undecodable bytes escaped: ``25_0_1_2017\\xff\\xfe....jpg``."""
+    import os
+
+    raw = name if isinstance(name, bytes) else os.fsencode(name)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+UNDECODABLE_REASON = ("file name is not valid UTF-8 (shown with its bad bytes escaped): it cannot be read as a label "
+                      "or written to a record; rename the file")

@@ -30,7 +30,10 @@ report every such case"):
 - an age or gender that does not parse, a gender other than 0/1, an age outside 1-120, a
   race field other than 0-4: skipped with the reason;
 - files that are not ``.jpg`` images (``.txt`` landmark lists, ``.DS_Store``, macOS ``._``
-  resource forks): skipped with the reason.
+  resource forks): skipped with the reason;
+- a file or folder name that is not valid UTF-8 (the OS gives its bytes): skipped and listed
+  with its bad bytes escaped (``25_0_1_2017\\xff\\xfe...``), never fatal; the rest of the
+  folder is read.
 
 The byte-identical duplicate files of the full set are not detected here (that needs
 hashing the images); they appear as distinct rows.
@@ -48,7 +51,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from agegender.data.provenance import SYNTH_MARKER
-from agegender.data.samples import MISSING, RACES, Samples, normalize_frame
+from agegender.data.samples import MISSING, RACES, UNDECODABLE_REASON, Samples, escaped_name, normalize_frame, \
+    undecodable
 from agegender.errors import DataError
 
 __all__ = ["read_utkface"]
@@ -78,12 +82,15 @@ def read_utkface(root, *, layout: str = "auto") -> Samples:
     root = root.resolve()
 
     files, notes, unreadable = _list_files(root)
-    if not files and unreadable:
+    if not files and unreadable and not any(u["reason"] == UNDECODABLE_REASON for u in unreadable):
         where = unreadable[0]["file"].rstrip("/")
         reason = unreadable[0]["reason"].split("(", 1)[1].split(")", 1)[0]  # "permission denied", ...
         raise DataError(f"UTKFace folder is not readable ({reason})", path=root if where == "." else root / where,
                         fix="make it readable for this user (chmod u+rx on the folder), or copy the data somewhere "
                             "readable")
+    if not files and unreadable:  # only names that are not UTF-8
+        raise DataError(f"no file name in the UTKFace folder is valid UTF-8 (e.g. {unreadable[0]['file']})", path=root,
+                        fix="rename the files to their UTKFace names (age_gender_race_timestamp.jpg.chip.jpg)")
     if not files:
         raise DataError("no files found in the UTKFace folder", path=root, fix=f"point it at a folder of {_EXPECTED}")
     n_chip = sum(1 for f in files if _is_chip(f))
@@ -112,7 +119,8 @@ def read_utkface(root, *, layout: str = "auto") -> Samples:
                      "group": core, "source": "utkface"})
     if not rows:
         notes.append(f"no usable {layout} UTKFace names among {len(files)} files")
-    return Samples(source="utkface", root=str(root), frame=normalize_frame(rows), files_seen=len(files),
+    not_utf8 = sum(1 for u in unreadable if u["reason"] == UNDECODABLE_REASON)
+    return Samples(source="utkface", root=str(root), frame=normalize_frame(rows), files_seen=len(files) + not_utf8,
                    skipped=skipped, repaired=repaired, notes=notes)
 
 
@@ -133,9 +141,16 @@ def _list_files(root: Path) -> tuple[list[str], list[str], list[dict]]:
         if "__MACOSX" in dirnames:
             dirnames.remove("__MACOSX")
             notes.append(f"ignored the macOS metadata folder {Path(dirpath, '__MACOSX')}")
-        dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
+        for name in [d for d in dirnames if undecodable(d)]:  # names the OS gives as undecodable bytes
+            dirnames.remove(name)
+            unreadable.append({"file": escaped_name((rel_dir / name).as_posix()) + "/",
+                               "reason": f"folder {UNDECODABLE_REASON}; its images were not read"})
+        dirnames.sort()
         for name in filenames:
+            if undecodable(name):
+                unreadable.append({"file": escaped_name((rel_dir / name).as_posix()), "reason": UNDECODABLE_REASON})
+                continue
             if name == SYNTH_MARKER and rel_dir == Path("."):
                 notes.append(f"generated faces ({SYNTH_MARKER} marker present)")
                 continue
