@@ -427,3 +427,48 @@ def test_smoke_run_fills_every_table_and_evaluates_the_claims(generated, tmp_pat
     spec = json.loads((model_path.parent / "record.json").read_text())["preprocessing"]
     assert spec["heads"]["age"]["kind"] == "groups" and len(spec["heads"]["age"]["labels"]) == 3
     assert set(spec["heads"]) == {"age", "gender", "race"} and spec["pixel_scale"] == 1.0
+
+
+# ------------------------------------------------------------------------------------ IMDB-WIKI sample (real labels)
+
+
+def test_imdb_wiki_sample_draws_only_rows_with_gender_and_a_detected_face(shared_data, tmp_path):
+    """Issue 18 item 4, on the real ``wiki.mat`` (62,328 entries; no images): Sec. 5.1 "each image has age and
+    gender labels". Every image file is stood in by an empty file, so only the labels decide; the 20,000-row
+    sample must hold only rows with a known gender and a finite face_score, and say how many were dropped."""
+    import os
+
+    import scipy.io
+
+    mat = shared_data / "imdb_wiki" / "wiki_crop" / "wiki.mat"
+    if not mat.is_file():
+        pytest.skip(f"{mat} not found")
+    root = tmp_path / "imdb-wiki"
+    (root / "wiki_crop").mkdir(parents=True)
+    os.symlink(mat, root / "wiki_crop" / "wiki.mat")
+    record = scipy.io.loadmat(str(mat))["wiki"][0, 0]
+    paths = [str(p[0]) for p in record["full_path"].ravel()]
+    for folder in {p.split("/")[0] for p in paths}:
+        (root / "wiki_crop" / folder).mkdir(exist_ok=True)
+    from PIL import Image
+
+    face = tmp_path / "face.jpg"
+    Image.new("RGB", (8, 8), (120, 90, 80)).save(face)
+    for p in paths:
+        os.link(face, root / "wiki_crop" / p)
+    # the independent count, straight from the .mat fields: gender 0/1 and face_score finite
+    gender, score = record["gender"].ravel().astype(float), record["face_score"].ravel().astype(float)
+    labelled = {p for p, g, f in zip(paths, gender, score) if np.isfinite(g) and np.isfinite(f)}
+    assert len(labelled) < 0.8 * len(paths)  # the filter matters: about a third of the entries lack one of them
+
+    data = gy.load_dataset("imdb_wiki", root, gy.GuYangExperiment())
+    sample = data["split"].frame
+    assert len(sample) == 20_000 and data["info"]["counts"] == {"train": 16_000, "val": 4_000, "test": 0}
+    assert (sample["gender"] >= 0).all() and np.isfinite(sample["face_score"]).all()
+    assert {f.split("/", 1)[1] for f in sample["file"]} <= labelled
+    assert any("without a gender" in n and "detected face" in n for n in data["info"]["notes"])
+
+    unfiltered = gy.load_dataset("imdb_wiki", root, gy.GuYangExperiment(imdb_labelled_only=False))["split"].frame
+    assert ((unfiltered["gender"] < 0) | ~np.isfinite(unfiltered["face_score"])).sum() > 1000  # what the fix removes
+    assert "imdb_labelled_only False (paper True)" in gy.deviations(gy.GuYangExperiment(imdb_labelled_only=False),
+                                                                    1, 256)

@@ -53,7 +53,7 @@ import numpy as np
 from agegender.data.samples import MISSING, Samples, empty_frame, normalize_frame, unsafe_path
 from agegender.errors import DataError, reading
 
-__all__ = ["read_imdb_wiki"]
+__all__ = ["read_imdb_wiki", "labelled_faces"]
 
 _SUBSETS = ("imdb", "wiki")
 _MAX_AGE = 120
@@ -244,3 +244,22 @@ def _birth_years(dob: np.ndarray) -> list:
                 cache[day] = None
         years.append(cache[day])
     return years
+
+
+def labelled_faces(frame):
+    """The rows of an IMDB-WIKI frame with a known gender and a detected face; ``(rows, counts)``.
+
+    A row without a birth date or photo year (no age) is already skipped by :func:`read_imdb_wiki`;
+    this drops the rows whose ``gender`` is unknown (-1) and those where the dataset's face
+    detector found no face (``face_score`` -inf, or NaN). ``counts`` gives ``{"gender_unknown",
+    "no_face", "kept"}`` (a row lacking both counts once, under ``gender_unknown``). Works on the
+    reader's frame and on prepared (TFDS) data, which keep both columns. Gu & Yang (paper 002,
+    Sec. 5.1: "each image has age and gender labels") sample only such rows.
+    """
+    gender = frame["gender"].to_numpy()
+    face = np.asarray(frame["face_score"], dtype="float64")
+    known = gender >= 0
+    found = np.isfinite(face)
+    keep = known & found
+    counts = {"gender_unknown": int((~known).sum()), "no_face": int((known & ~found).sum()), "kept": int(keep.sum())}
+    return frame[keep].reset_index(drop=True), counts
