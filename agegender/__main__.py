@@ -40,9 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Detect faces with MTCNN (or take each image as one face with --detector none), crop them "
                     "with the margin and alignment the model was trained on, preprocess them exactly as the "
                     "evaluation pipeline does, predict in batches and write: an annotated PNG per image (per "
-                    "predicted frame for a video, in a folder named after it), a JSON list with one entry per "
-                    "input (per predicted frame) {input, faces: [{box: [x, y, w, h], det_score, age, gender, "
-                    "gender_prob, race?, race_prob?}]}, and optionally a CSV with one row per face. An input "
+                    "predicted frame for a video, in a folder named after it), JSON {model: the run that made the "
+                    "model, warnings, results: one entry per input (per predicted frame) {input, faces: [{box: "
+                    "[x, y, w, h], det_score, age, gender, gender_prob, race?, race_prob?}]}}, and optionally a CSV "
+                    "with one row per face. A smoke-run model or one trained on generated faces is warned "
+                    "about first. An input "
                     "that cannot be read, or has no face, is reported on one line and the run goes on (exit "
                     "status 1 when an input could not be read, 0 otherwise).")
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -94,7 +96,15 @@ def _parser() -> argparse.ArgumentParser:
                              "(builtin ops when the model allows); onnx: needs the optional tf2onnx package")
     export.add_argument("--out", default=None, metavar="PATH",
                         help="where to write (default: RUN_DIR/export/savedmodel, RUN_DIR/export/model.tflite or "
-                             "RUN_DIR/export/model.onnx)")
+                             "RUN_DIR/export/model.onnx); an existing non-empty PATH is refused unless --overwrite "
+                             "is given; the working directory, the run folder and folders holding them never")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing artefact at --out: the new one is written beside it and swapped in, "
+                             "the old one removed last (a folder only if it is an earlier SavedModel export)")
+    export.add_argument("--check-faces", default=None, metavar="DIR",
+                        help="compare the artefact with the .keras model on up to 8 face crops of DIR (default: 8 "
+                             "generated faces); the largest difference is printed and written to the sidecar")
+    export.add_argument("--no-check", action="store_true", help="do not compare the artefact with the .keras model")
     export.add_argument("--preprocessing", default=None, metavar="SPEC.json", help=PREPROCESSING_HELP)
 
     geometry = sub.add_parser(
@@ -125,6 +135,9 @@ def _run(argv=None) -> int:
                                 thresholds=tuple(args.det_thresholds), tta=args.tta, batch_size=args.batch_size,
                                 every=args.every, preprocessing=args.preprocessing, progress=not args.quiet,
                                 annotate_images=not args.no_annotate)
+        info = summary["model_info"]
+        made_by = f" ({info['reproduction']}/{info['experiment']}/{info['run_id']})" if info.get("run_id") else ""
+        print(f"model: {info['model']}{made_by}{'  [SMOKE RUN]' if info.get('smoke') else ''}")
         print(f"{summary['entries']} input(s)/frame(s), {summary['faces']} face(s), {summary['no_face']} without "
               f"a face, {summary['errors']} unreadable; detector {summary['detector']}, TTA {summary['tta']}; "
               f"{summary['seconds']:.1f} s")
@@ -135,8 +148,15 @@ def _run(argv=None) -> int:
     if args.command == "export":
         from agegender.export import export_model
 
-        result = export_model(args.model, args.format, args.out, preprocessing=args.preprocessing)
+        result = export_model(args.model, args.format, args.out, preprocessing=args.preprocessing,
+                              overwrite=args.overwrite, check=not args.no_check, check_faces=args.check_faces)
         print(json.dumps(result, indent=2))
+        check = result.get("check")
+        if check and check.get("checked"):
+            print(f"checked against the .keras model on {check['faces']}: largest difference "
+                  f"{check['max_abs_difference']:.2g} (tolerance {check['tolerance']:g})", file=sys.stderr)
+        elif check:
+            print(f"not checked against the .keras model: {check['reason']}", file=sys.stderr)
         return 0
     if args.command == "face-geometry":
         from pathlib import Path
@@ -146,7 +166,12 @@ def _run(argv=None) -> int:
         folder = Path(args.folder)
         if not folder.is_dir():
             raise DataError("not a folder", path=folder, fix="pass a folder of face crops")
+        from agegender.data.samples import escaped_name, undecodable
+
         paths = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
+        for bad in [p for p in paths if undecodable(str(p))]:  # reported escaped, never fatal
+            print(f"skipped {escaped_name(str(bad))}: file name is not valid UTF-8 (rename it)", file=sys.stderr)
+        paths = [p for p in paths if not undecodable(str(p))]
         print(json.dumps(measure_face_crop(paths, limit=args.limit), indent=2))
         return 0
     return 2

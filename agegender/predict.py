@@ -13,15 +13,19 @@ Steps, per input:
 4. **Decode** the heads: age in years whatever the head type (a groups head also gives its
    group and probability), gender with its probability, race with its probability when the
    model has a race head.
-5. **Write** an annotated PNG per image (per predicted frame for a video), a JSON list with
-   one entry per input (per predicted frame for a video) ``{input, faces: [{box: [x, y, w, h],
-   det_score, age, gender, gender_prob, race?, race_prob?}]}``, and optionally a CSV with one
-   row per face.
+5. **Write** an annotated PNG per image (per predicted frame for a video), a JSON document
+   ``{model: {model, run, reproduction, experiment, run_id, paper, status, data_kind, smoke},
+   warnings: [...], results: [...]}`` whose ``results`` hold one entry per input (per predicted
+   frame for a video) ``{input, faces: [{box: [x, y, w, h], det_score, age, gender,
+   gender_prob, race?, race_prob?}]}``, and optionally a CSV with one row per face (its
+   ``model`` column names the run).
 
-Problems with one input (an unreadable image, a video that will not open, no face found) are
-reported on one line each and the run goes on; they are also in the JSON (``error`` /
-``note``). A model whose record lacks preprocessing information stops the run with a one-line
-error naming the record.
+The model's record decides the warnings printed first and kept in the JSON: a ``--smoke`` run,
+a model trained on generated faces, a run that did not finish. Problems with one input (an
+unreadable image, a video that will not open, no face found, a file name that is not UTF-8,
+shown with its bytes escaped) are reported on one line each and the run goes on; they are also
+in the JSON (``error`` / ``note``). A model whose record lacks preprocessing information, or an
+output folder that cannot be written, stops the run with a one-line error.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from agegender.data.samples import UNDECODABLE_REASON, escaped_name, undecodable
 from agegender.errors import DataError
 from agegender.preprocess import FaceCrop, Preprocessing, decode_heads, from_record, load_faces, load_spec, \
     to_model_input, tta_views
@@ -414,13 +419,16 @@ def expand_inputs(inputs: Iterable) -> list[tuple[str, str, str | None]]:
     out = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if undecodable(str(path)):  # bytes that are not UTF-8 in the name: reported escaped, never fatal
+            out.append((escaped_name(str(path)), "missing", UNDECODABLE_REASON))
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
                            and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
             if not found:
                 out.append((str(path), "missing", "folder holds no images or videos "
                                                   f"({', '.join(sorted(IMAGE_EXTS | VIDEO_EXTS))})"))
-            out.extend((str(p), "video" if p.suffix.lower() in VIDEO_EXTS else "image", None) for p in found)
+            out.extend((escaped_name(str(p)), "missing", UNDECODABLE_REASON) if undecodable(str(p)) else
+                       (str(p), "video" if p.suffix.lower() in VIDEO_EXTS else "image", None) for p in found)
         elif path.is_file():
             out.append((str(path), "video" if path.suffix.lower() in VIDEO_EXTS else "image", None))
         else:
@@ -466,7 +474,8 @@ class Runner:
         bar = tqdm(items, desc="predict", unit="input", disable=not show, file=sys.stderr)
         for path, kind, problem in bar:
             if problem:
-                self._error({"input": path, "faces": []}, problem, fix="check the path")
+                self._error({"input": path, "faces": []}, problem,
+                            fix="rename it to a UTF-8 name" if problem == UNDECODABLE_REASON else "check the path")
             elif kind == "video":
                 self._video(path)
             else:
@@ -637,11 +646,12 @@ def annotate(image: np.ndarray, faces: list[dict], path: Path) -> Path:
 
 
 CSV_FIELDS = ("input", "frame", "time_s", "face", "x", "y", "w", "h", "det_score", "age", "age_group",
-              "age_group_prob", "gender", "gender_prob", "race", "race_prob", "error", "note")
+              "age_group_prob", "gender", "gender_prob", "race", "race_prob", "error", "note", "model")
 
 
-def write_csv(entries: list[dict], path) -> Path:
-    """One row per face; an input without faces gets one row with its error or note."""
+def write_csv(entries: list[dict], path, model: str = "") -> Path:
+    """One row per face; an input without faces gets one row with its error or note; ``model`` names the
+    model (run) that predicted, in every row."""
     import io
 
     from agegender import atomic
@@ -650,7 +660,8 @@ def write_csv(entries: list[dict], path) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for entry in entries:
-        base = {"input": entry["input"], "frame": entry.get("frame", ""), "time_s": entry.get("time_s", "")}
+        base = {"input": entry["input"], "frame": entry.get("frame", ""), "time_s": entry.get("time_s", ""),
+                "model": model}
         if not entry.get("faces"):
             writer.writerow({**base, "error": entry.get("error", ""), "note": "" if entry.get("error") else
                              "no face found"})
@@ -663,11 +674,47 @@ def write_csv(entries: list[dict], path) -> Path:
     return Path(path)
 
 
-def write_json(entries: list[dict], path) -> Path:
+def write_json(entries: list[dict], path, model: dict | None = None, warnings: list[str] | None = None) -> Path:
+    """``{"model": {...}, "warnings": [...], "results": [one entry per input or frame]}``."""
     from agegender import atomic
 
-    atomic.write_text(Path(path), json.dumps(entries, indent=1) + "\n")
+    document = {"model": model or {}, "warnings": list(warnings or []), "results": entries}
+    atomic.write_text(Path(path), json.dumps(document, indent=1) + "\n")
     return Path(path)
+
+
+def describe_model(model_path, record_path) -> tuple[dict, list[str]]:
+    """What made the predictions (model file, run, reproduction, experiment, data kind) and the warnings
+    its record calls for: a ``--smoke`` run, generated training data, a run that did not finish."""
+    from agegender.records import read_record
+
+    if model_path is None:
+        return {"model": "<in-memory model>"}, []
+    info: dict = {"model": str(model_path)}
+    record = read_record(record_path) if record_path is not None and Path(record_path).is_file() else None
+    if record is None:
+        return info, [f"{model_path}: no run record beside the model: which run made it is unknown"]
+    info.update({"run": str(Path(record_path).parent), "reproduction": record.get("reproduction"),
+                 "experiment": record.get("experiment"), "run_id": record.get("run_id"),
+                 "paper": record.get("paper"), "status": record.get("status"),
+                 "data_kind": (record.get("data") or {}).get("kind")})
+    config, deviations = record.get("config") or {}, record.get("deviations") or {}
+    notes = " ".join(str(c.get("note", "")) for c in record.get("cells") or [] if isinstance(c, dict))
+    smoke = bool(config.get("smoke") or deviations.get("smoke") or "SMOKE RUN" in notes
+                 or "smoke" in str(record.get("experiment", "")).lower())
+    info["smoke"] = smoke
+    warnings = []
+    where = f"{info['reproduction']}/{info['experiment']}/{info['run_id']}"
+    if smoke:
+        warnings.append(f"the model is a SMOKE RUN ({where}): a path check trained for an epoch or two on a few "
+                        "small images; its predictions mean nothing")
+    if info["data_kind"] == "generated":
+        warnings.append(f"the model was trained on generated faces ({where}): its predictions on photographs mean "
+                        "nothing")
+    if record.get("status") not in (None, "complete"):
+        warnings.append(f"the run did not finish (status {record.get('status')!r}, {where}): the model is its best "
+                        "checkpoint so far")
+    return info, warnings
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,22 +741,31 @@ def predict_paths(model, inputs, *, out_dir="predictions", json_path=None, csv_p
         model_path = record_path = None
     else:
         keras_model, spec, model_path, record_path = load_run(model, preprocessing)
+    out = Path(out_dir) if out_dir is not None else None
+    json_path = Path(json_path) if json_path else (out / "predictions.json" if out is not None else None)
+    from agegender import atomic
+
+    for folder, flag in ((out, "--out"), (None if json_path is None else json_path.parent, "--json"),
+                         (Path(csv_path).parent if csv_path else None, "--csv")):
+        if folder is not None:  # a read-only folder stops the run before any prediction
+            atomic.check_writable(folder, flag=flag)
+    model_info, warnings = describe_model(model_path, record_path)
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    for line in warnings:
+        say(f"warning: {line}")
     found = make_detector(detector, min_face=min_face, thresholds=thresholds)
     predictor = Predictor(keras_model, spec, tta=tta, batch_size=batch_size)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     runner = Runner(predictor, found, out_dir=out, annotate=annotate_images, progress=progress, every=every,
                     log=log)
     entries = runner.run(inputs)
-    json_path = Path(json_path) if json_path else (out / "predictions.json" if out is not None else None)
     if json_path is not None:
-        write_json(entries, json_path)
+        write_json(entries, json_path, model_info, warnings)
     if csv_path:
-        write_csv(entries, csv_path)
+        write_csv(entries, csv_path, model_info.get("run") or model_info["model"])
     return {
         "model": None if model_path is None else str(model_path),
         "record": None if record_path is None else str(record_path),
+        "model_info": model_info, "warnings": warnings,
         "detector": found.name, "tta": predictor.tta_mode, "entries": len(entries),
         "faces": sum(len(e.get("faces", [])) for e in entries),
         "no_face": sum(1 for e in entries if not e.get("faces") and not e.get("error")),
@@ -739,11 +795,12 @@ def measure_face_crop(paths, *, detector: MTCNNDetector | None = None, limit: in
     step = max(1, len(paths) // limit)
     chosen = paths[::step][:limit]
     detector = detector or MTCNNDetector()
-    sides, shifts, aspects, angles = [], [], [], []
+    sides, shifts, aspects, angles, unreadable = [], [], [], [], []
     for path in chosen:
         try:
             image = read_image(path)
-        except DataError:
+        except DataError as err:
+            unreadable.append(str(err).split(" — fix: ")[0])
             continue
         faces = detector.detect(image)
         if not faces:
@@ -757,6 +814,9 @@ def measure_face_crop(paths, *, detector: MTCNNDetector | None = None, limit: in
         if face.keypoints and {"left_eye", "right_eye"} <= set(face.keypoints):
             (lx, ly), (rx, ry) = face.keypoints["left_eye"], face.keypoints["right_eye"]
             angles.append(abs(math.degrees(math.atan2(ry - ly, rx - lx))))
+    if len(unreadable) == len(chosen):
+        raise DataError(f"none of the {len(chosen)} images tried could be read (e.g. {unreadable[0]})",
+                        fix="pass a folder of readable face crops (JPEG / PNG)")
     if not sides:
         raise DataError(f"MTCNN found no face in the {len(chosen)} images tried",
                         fix="pass a folder of face crops (faces at least 20 px)")

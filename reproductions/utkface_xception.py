@@ -40,9 +40,20 @@ Tables reproduced (``results/tables/dey_aggarwal__*.md``)
 Rows are the paper's (``VGG19``, ``ResNet50``, ``Inception v3``, ``Xception``, ``MobileNet``,
 ``Transformer``) for the paper's setting. A run that departs from it gets a row of its own so it
 is never averaged with the paper's setting and the ablation shows: ``VGG19 (from scratch)``
-(``--weights none``), ``VGG19 (backbone preprocess_input)`` (``--preprocess backbone``), both, or
-``(weights <file>)`` for a weights file that is not Keras's ImageNet file. Every other departure
-(``--smoke``, the input size, a subset of the images) is named in each cell's note.
+(``--weights none``), ``VGG19 (backbone preprocess_input)`` (``--preprocess backbone``), both,
+``(weights <file>)`` for a weights file that is not Keras's ImageNet file, or ``(duplicates in one
+split)`` for ``--keep-duplicates-together`` (each group of byte-identical files, 375 in the real
+UTKFace, whole in one split; its Section 4.1 rows are ``split (duplicates in one split)``). Every
+other departure (``--smoke``, the input size, a subset of the images) is named in each cell's note.
+Each record's ``deviations`` holds the experiment fields that differ from the paper's setting of its
+backbone, and its ``data`` names the folder relative to the data root with a fingerprint of its
+files (:func:`agegender.data.provenance.describe_data`), never by an absolute path.
+
+Images that training cannot decode (empty, HTML, truncated, too large) are dropped when the data
+is read (:func:`agegender.cli.read_samples`), before the split: ``images_used``, ``split.csv``
+and the console count what is trained on, and the protocol record lists each skipped file with
+its reason (``metrics.images_skipped``). While a backbone trains, its run folder holds
+``run.lock``: the same command started again meanwhile stops with one line naming the process.
 
 Figures (PNG, ``<out>/figures/utkface_xception/<run id>/<experiment>/``): ``fig01_test_predictions``
 (a grid of test faces, predicted labels above and true labels below, like Fig. 1),
@@ -59,6 +70,7 @@ Command
     python -m reproductions.utkface_xception --data-dir DIR --backbone vgg19 --preprocess backbone
     python -m reproductions.utkface_xception --data-dir DIR --weights FILE.h5          # offline ImageNet (*)
     python -m reproductions.utkface_xception --data-dir DIR --smoke --backbone all     # path check, CPU
+    python -m reproductions.utkface_xception --data-dir DIR --keep-duplicates-together # no duplicate leaks
     make reproduce-utkface-transfer DATA_DIR=~/data/UTKFace                            # all six backbones
 
 (*) ``--weights imagenet`` (the default) needs Keras's download of each backbone's no-top file
@@ -147,6 +159,11 @@ RACE_LABELS = ("White", "Black", "Asian", "Indian", "Others")  # Sec. 3.1: race 
 GENDER_LABELS = ("Male", "Female")  # Sec. 3.1: gender 0 male / 1 female
 TASK_LABELS = {"ethnicity": RACE_LABELS, "gender": GENDER_LABELS}
 SMOKE_OUT = Path(__file__).resolve().parents[1] / "build" / "smoke" / REPRODUCTION  # keeps smoke runs out of results/
+DUPLICATES_VARIANT = "duplicates in one split"  # row label part of --keep-duplicates-together
+DUPLICATES_NOTE = ("byte-identical files kept in one split (--keep-duplicates-together; the paper's split does not look "
+                   "at file contents)")
+PAPER_DUPLICATES_NOTE = ("the paper's split: byte-identical files (the same photo under two names) may fall in "
+                         "different parts; --keep-duplicates-together keeps them in one")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +186,9 @@ class DeyExperiment:
     max_images: int | None = None  # None: every usable image; the smoke mode takes a seeded subset
     grid_faces: int = 15  # Fig. 1: a grid of test faces (3 x 5 here; the count is not in the text)
     precision: str = "auto"  # mixed_float16 on a GPU, float32 on CPU (agegender.training.configure_precision)
+    # not in the paper (issue 21): each group of byte-identical files (375 in the real UTKFace) whole in one split;
+    # False is the paper's split, which does not look at file contents (--keep-duplicates-together)
+    keep_duplicates_together: bool = False
     seed: int = 0
     smoke: bool = False
 
@@ -209,6 +229,8 @@ def variant(exp: DeyExperiment) -> list[str]:
         parts.append(f"weights {Path(exp.weights).name}")
     if exp.preprocess == "backbone":
         parts.append("backbone preprocess_input")
+    if exp.keep_duplicates_together:
+        parts.append(DUPLICATES_VARIANT)
     return parts
 
 
@@ -230,7 +252,42 @@ def experiment_name(exp: DeyExperiment) -> str:
         name += "-file"
     if exp.preprocess == "backbone":
         name += "-preprocess_input"
+    if exp.keep_duplicates_together:
+        name += "-duplicates_together"
     return name
+
+
+def protocol_name(exp: DeyExperiment) -> str:
+    """Run-folder name of the protocol record: ``protocol``, ``protocol-duplicates_together`` with the option."""
+    return "protocol-duplicates_together" if exp.keep_duplicates_together else "protocol"
+
+
+def paper_setting(exp: DeyExperiment) -> DeyExperiment:
+    """The paper's experiment for ``exp``'s backbone: what ``record["deviations"]`` is measured against."""
+    return dataclasses.replace(DeyExperiment(), backbone=exp.backbone)
+
+
+def record_deviations(exp: DeyExperiment) -> dict:
+    """``record["deviations"]``: the fields of ``exp`` that differ from the paper's setting of its backbone
+    (a weights file by its name only: records hold no absolute paths)."""
+    from agegender.records import deviations_from
+
+    out = deviations_from(exp, paper_setting(exp))
+    if "weights" in out and out["weights"] not in (None, "imagenet"):
+        out["weights"] = Path(out["weights"]).name
+    return out
+
+
+def experiment_config(exp: DeyExperiment) -> dict:
+    """``dataclasses.asdict(exp)`` for a record: a weights file named by its name and a hash of its bytes
+    (the same file anywhere on any machine gives the same config), never by its absolute path."""
+    config = dataclasses.asdict(exp)
+    if exp.weights not in (None, "imagenet"):
+        from agegender.data.splits import file_digest
+
+        config["weights"] = Path(exp.weights).name
+        config["weights_sha1"] = file_digest(exp.weights)
+    return config
 
 
 def deviations(exp: DeyExperiment, size: int) -> list[str]:
@@ -256,6 +313,8 @@ def deviations(exp: DeyExperiment, size: int) -> list[str]:
         notes.append(f"backbone weights from the file {Path(exp.weights).name}")
     if exp.preprocess == "backbone":
         notes.append(f"pixels through {spec.label}'s preprocess_input (mode {spec.preprocess}), not the paper's /255")
+    if exp.keep_duplicates_together:
+        notes.append(DUPLICATES_NOTE)
     return notes
 
 
@@ -273,7 +332,7 @@ def load_split(data_dir, exp: DeyExperiment, tfds_dir=None):
     frame = samples.frame
     if exp.max_images is not None and exp.max_images < len(frame):
         frame = frame.sample(n=exp.max_images, random_state=exp.seed).sort_values("file").reset_index(drop=True)
-    split = make_split(frame, "dey", seed=exp.seed)
+    split = make_split(frame, "dey", seed=exp.seed, keep_duplicates_together=exp.keep_duplicates_together)
     counts = split.counts()
     if min(counts.values()) == 0:
         raise DataError(f"too few faces aged {exp.min_kept_age}-{exp.max_kept_age} for a train/validation/test "
@@ -444,6 +503,10 @@ def protocol_cells(samples, frame, split, exp: DeyExperiment) -> list[dict]:
     kept = split.frame
     counts = split.counts()
     races = frame.loc[frame["race"] >= 0, "race"]
+    if exp.keep_duplicates_together:  # other split counts: rows of their own, never averaged with the paper's split
+        note = "; ".join(n for n in (note, DUPLICATES_NOTE) if n)
+    split_row = f"split ({DUPLICATES_VARIANT})" if exp.keep_duplicates_together else "split"
+    split_note = note if exp.keep_duplicates_together else "; ".join(n for n in (note, PAPER_DUPLICATES_NOTE) if n)
     return [
         _cell("Section 3.1", "UTKFace", "max age", frame["age"].max(), "years", note),
         _cell("Section 3.1", "UTKFace", "race classes", races.nunique(), "count", note),
@@ -452,11 +515,11 @@ def protocol_cells(samples, frame, split, exp: DeyExperiment) -> list[dict]:
         _cell("Section 3.3", "UTKFace", "kept age max", kept["age"].max(), "years", note),
         _cell("Section 3.3", "UTKFace", "mean age", frame["age"].mean(), "years",
               "; ".join(n for n in (note, "over every image read, before the 10-65 filter") if n)),
-        _cell("Section 4.1", "split", "train", counts["train"], "count", note),
-        _cell("Section 4.1", "split", "validation", counts["val"], "count", note),
-        _cell("Section 4.1", "split", "test", counts["test"], "count", note),
-        _cell("Section 4.1", "split", "total aged 10-65", len(kept), "count",
-              "; ".join(n for n in (note, "the paper: 18,603 (NOTES.md: the real files give a different count)")
+        _cell("Section 4.1", split_row, "train", counts["train"], "count", split_note),
+        _cell("Section 4.1", split_row, "validation", counts["val"], "count", split_note),
+        _cell("Section 4.1", split_row, "test", counts["test"], "count", split_note),
+        _cell("Section 4.1", split_row, "total aged 10-65", len(kept), "count",
+              "; ".join(n for n in (split_note, "the paper: 18,603 (NOTES.md: the real files give a different count)")
                         if n)),
     ]
 
@@ -577,6 +640,16 @@ def _out_paths(out) -> dict:
     return {"runs": out / "runs", "tables": out / "tables", "readme": out / "README.md", "figures": out / "figures"}
 
 
+def _relative_paths(files: dict, root) -> dict:
+    """``files`` ({name: path}) relative to the output root ``root``, for a record (no absolute paths)."""
+    root = Path(root).resolve()
+    out = {}
+    for key, value in files.items():
+        path = Path(value).resolve()
+        out[key] = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    return out
+
+
 def preprocessing(exp: DeyExperiment, size: int, data_kind: str):
     """How ``python -m agegender predict`` feeds a face to the model: 0-255 pixels (the model scales them)."""
     from agegender.preprocess import Head, Preprocessing, face_preset
@@ -610,7 +683,7 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_
     if exp.backbone == "transformer":
         layer = model.get_layer("transformer").get_layer("transformer_encoder")
         encoder = {k: layer.get_config()[k] for k in ("num_blocks", "d_model", "num_heads", "ff_dim", "dropout")}
-    config = {**dataclasses.asdict(exp), "image_size": size, "row": table_row(exp), "precision_policy": precision,
+    config = {**experiment_config(exp), "image_size": size, "row": table_row(exp), "precision_policy": precision,
               "optimizer": "RMSprop", "losses": {"age": "mse", "ethnicity": "categorical_crossentropy",
                                                  "gender": "categorical_crossentropy"},
               "parameters": int(model.count_params()), "deterministic": bool(deterministic),
@@ -618,7 +691,7 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_
               **({"transformer_encoder": encoder} if encoder else {})}
     recorder = RunRecorder(REPRODUCTION, experiment_name(exp), config=config, seed=exp.seed, data=data, paper=PAPER,
                            out=paths["runs"], run_id=run_id, resume=not fresh,
-                           preprocessing=preprocessing(exp, size, data["kind"]))
+                           preprocessing=preprocessing(exp, size, data["kind"]), deviations=record_deviations(exp))
     if recorder.complete:
         record = recorder.record
         log(f"[dey] {table_row(exp)}: complete record found ({recorder.record_path}); not trained again "
@@ -651,7 +724,7 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, paths: dict, run_
     cells = result_cells(exp, metrics, notes) + model_cells(exp, evaluated, history, notes)
     figures = draw_figures(exp, evaluated, history, metrics, datasets,
                            paths["figures"] / REPRODUCTION / run_id / experiment_name(exp))
-    recorder.finish(metrics, [dict(c) for c in cells], figures=figures)
+    recorder.finish(metrics, [dict(c) for c in cells], figures=_relative_paths(figures, paths["figures"].parent))
     test = metrics["test"]
     log(f"[dey] {table_row(exp)}: {seconds:.1f} s, {len(history)} epoch(s), best {best_epoch}; test loss "
         f"{test['loss']:.3f}, age MAE {test['age_mae']:.3f} ({test['age_mae_years']:.1f} y), ethnicity "
@@ -684,6 +757,11 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
 
     start_early(strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
     paths = _out_paths(out)
+    from agegender import atomic
+
+    for key in ("runs", "tables", "figures"):  # a read-only output folder stops the run now, not after training
+        atomic.check_writable(paths[key], flag="--out")
+    atomic.check_writable(paths["readme"].parent, flag="--out")
     samples, frame, split = load_split(data_dir, exp, tfds_dir)  # a DataError here stays one line, before TensorFlow
     data_root = data_dir if tfds_dir is None else samples.root
 
@@ -703,8 +781,14 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
 
     kind = data_kind_override or data_kind(data_root, "utkface", len(frame))
     counts = split.counts()
-    log(f"[dey] {len(frame)} faces from {tfds_dir or data_dir} ({kind}); {split.info.get('aged_10_65')} aged 10-65; "
-        f"split {counts} (paper {split.info.get('paper_counts')})")
+    unusable = sum(1 for s in samples.skipped if s["reason"].startswith("image not usable"))
+    log(f"[dey] {len(frame)} faces from {tfds_dir or data_dir} ({kind}); {len(samples.skipped)} file(s) skipped "
+        f"({unusable} image(s) training cannot decode; the record's protocol run lists them); "
+        f"{split.info.get('aged_10_65')} aged 10-65; split {counts} (paper {split.info.get('paper_counts')}); "
+        + ("byte-identical files kept in one split "
+           f"({split.info['duplicates']['groups_that_crossed']} group(s) moved, "
+           f"{split.info['duplicates']['rows_moved']} file(s))" if exp.keep_duplicates_together else
+           "byte-identical files split as the paper does"))
     distribution = make_strategy(strategy)
     # the paper's batch of 16 is the global batch: an uneven split over the replicas fails here, before training
     strategy_info = strategy_config(strategy, distribution, exp.batch_size, flag=None)
@@ -713,22 +797,29 @@ def run(data_dir, exp: DeyExperiment, *, backbones=None, out=None, data_kind_ove
             f"{strategy_info['per_replica_batch']} per replica; learning rate unchanged (RMSprop 1e-3)")
     precision = configure_precision(exp.precision)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_root).resolve()),
-            "images_read": len(samples.frame), "images_used": len(frame),
-            "files_skipped_by_reader": len(samples.skipped), "names_repaired": len(samples.repaired),
-            "aged_10_65": len(split.frame), "counts": counts, "paper_counts": split.info.get("paper_counts")}
-    if tfds_dir is not None:
-        data["prepared"] = str(Path(tfds_dir).resolve())
+    from agegender.data.provenance import describe_data, relative_data_path
 
-    protocol = RunRecorder(REPRODUCTION, "protocol", config={**dataclasses.asdict(exp), "backbones": backbones,
-                                                            "deterministic": bool(deterministic),
-                                                            "strategy": strategy_info},
+    # no absolute path: the folder relative to a data root, with a fingerprint of its files (provenance)
+    data = {"kind": kind, **describe_data("utkface", data_root, fingerprint=tfds_dir is None),
+            "images_read": len(samples.frame) + unusable, "images_used": len(frame),
+            "files_skipped_by_reader": len(samples.skipped), "images_unusable": unusable,
+            "names_repaired": len(samples.repaired), "aged_10_65": len(split.frame), "counts": counts,
+            "paper_counts": split.info.get("paper_counts"),
+            "duplicates_kept_together": bool(exp.keep_duplicates_together)}
+    if tfds_dir is not None:
+        data["prepared"] = relative_data_path(tfds_dir)
+
+    protocol = RunRecorder(REPRODUCTION, protocol_name(exp),
+                           config={**experiment_config(exp), "backbones": backbones,
+                                   "deterministic": bool(deterministic), "strategy": strategy_info},
                            seed=exp.seed, data=data, paper=PAPER, out=paths["runs"], resume=not fresh,
-                           new_run_id=f"{stamp}-s{exp.seed}")
+                           new_run_id=f"{stamp}-s{exp.seed}", deviations=record_deviations(exp))
     run_id = protocol.run_id
     split.save_manifest(protocol.run_dir / "split.csv")
     p_cells = protocol_cells(samples, frame, split, exp)
-    protocol.finish({"split": {"counts": counts, "paper_counts": split.info.get("paper_counts")}},
+    protocol.finish({"split": {"counts": counts, "paper_counts": split.info.get("paper_counts"),
+                               "duplicates": split.info.get("duplicates")},
+                     "images_skipped": samples.skipped[:1000]},
                     [dict(c) for c in p_cells])
 
     results, failed, skipped, by_size = {}, {}, [], {}
@@ -836,7 +927,7 @@ def _parser() -> argparse.ArgumentParser:
     add_run_arguments(parser,
                       fresh_help="start new runs; without it, rerunning the same command resumes its earlier run: "
                                  "backbones already complete are read back, an interrupted one continues after its "
-                                 "last completed epoch")
+                                 "last completed epoch", duplicates=True)
     return parser
 
 
@@ -854,7 +945,8 @@ def _main(argv=None) -> int:
     weights = parse_weights(args.weights) if args.weights is not None else None
     if weights not in (None, "imagenet") and len(backbones) > 1:
         parser.error("--weights PATH fits one backbone: pass a single --backbone with it")
-    exp = dataclasses.replace(DeyExperiment(), backbone=backbones[0], seed=args.seed, preprocess=args.preprocess)
+    exp = dataclasses.replace(DeyExperiment(), backbone=backbones[0], seed=args.seed, preprocess=args.preprocess,
+                              keep_duplicates_together=args.keep_duplicates_together)
     if args.smoke:
         exp = smoke(exp)
     if args.weights is not None:

@@ -25,6 +25,11 @@ def main(argv=None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only --out / --readme folder, a full disk ...
+        from agegender.cli import os_error_line
+
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 2
     for item in summary["skipped"]:
         print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
     print(f"{len(summary['tables'])} tables from {summary['records']} run records "

@@ -278,11 +278,35 @@ def test_coral_csv_entries_cannot_escape(tmp_path):
         + "15,../../etc/passwd,3\n16,/etc/shadow,4\n")
     (tmp_path / "utk_test.csv").write_text(",file,age\n" + "".join(
         f"{i},{f},{int(a) - 21}\n" for i, (f, a) in enumerate(zip(frame["file"][15:], frame["age"][15:]))))
-    split = make_split(frame, "coral", csv_dir=tmp_path)
-    assert len(split.frame) == 20 and split.frame["path"].str.startswith(str(tmp_path)).all()
-    rejected = split.info["csv_rows_rejected"]
-    assert [r["file"] for r in rejected] == ["utk_train.csv:17", "utk_train.csv:18"]
-    assert "leaves the data folder" in rejected[0]["reason"] and "absolute path" in rejected[1]["reason"]
+    # README: "a path in a split file that leaves the data folder stops the run with one error line"
+    with pytest.raises(DataError) as err:
+        make_split(frame, "coral", csv_dir=tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "utk_train.csv") in message and "line 17" in message and "'../../etc/passwd'" in message
+    assert "leaves the data folder" in message and "(1 more such row(s))" in message and " — fix: " in message
+    assert "\n" not in message
+
+
+def test_a_coral_traversal_row_stops_the_reproduction_with_one_line(tmp_path, capsys):
+    """The whole path of issue 21 item 5: the CORAL csv of a Sundriyal run holds ../../../../etc/passwd."""
+    from agegender.data.synth import synthesize
+    from reproductions import mtl_weighted_loss
+
+    faces = tmp_path / "faces"
+    synthesize("utkface", faces, 40, seed=0, size=32)
+    names = sorted(p.name for p in faces.glob("*.jpg") if 21 <= int(p.name.split("_")[0]) <= 60)
+    coral = tmp_path / "coral"
+    coral.mkdir()
+    (coral / "utk_train.csv").write_text(",file,age\n" + "".join(f"{i},{n},{int(n.split('_')[0]) - 21}\n" for i, n
+                                                                 in enumerate(names[:-3]))
+                                          + f"{len(names)},../../../../etc/passwd,3\n")
+    (coral / "utk_test.csv").write_text(",file,age\n" + "".join(f"{i},{n},{int(n.split('_')[0]) - 21}\n" for i, n
+                                                                in enumerate(names[-3:])))
+    code = mtl_weighted_loss.main(["--dataset", "utkface", "--data-dir", str(faces), "--coral-csv-dir", str(coral),
+                                   "--smoke", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert "utk_train.csv" in err[0] and "etc/passwd" in err[0] and "leaves the data folder" in err[0]
 
 
 def test_celeba_names_cannot_escape(tmp_path):
@@ -334,6 +358,38 @@ def test_records_manifests_and_tables_are_renamed_into_place(tmp_path, monkeypat
     assert {"record.json", "split.csv", "history.csv", "README.md"} <= set(renamed)
     assert {f"{stem}.{ext}" for stem in summary["tables"] for ext in ("md", "csv")} <= set(renamed)
     assert not list(tmp_path.rglob(".*.tmp"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_files_written_follow_the_umask(tmp_path, umask):
+    """Records, manifests, tables and reports get 0o666 less the umask (issue 21), like open(..., "w")."""
+    import os
+
+    from agegender import atomic
+    from agegender.data.samples import normalize_frame
+    from agegender.data.splits import make_split
+    from results.tables import generate
+
+    old = os.umask(umask)
+    try:
+        expected = 0o666 & ~umask  # what open() gives a new file: the reference
+        (tmp_path / "plain.txt").write_text("x")
+        assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == expected
+        recorder = RunRecorder("toy", "net", config={}, seed=0, data={"kind": "generated"}, out=tmp_path / "runs")
+        frame = normalize_frame([{"path": f"/x/{i}.jpg", "file": f"{i}.jpg", "age": 20.0 + i} for i in range(10)])
+        make_split(frame, "random").save_manifest(recorder.run_dir / "split.csv")
+        recorder.log_epoch(1, {"loss": 1.0})
+        recorder.finish({}, [{"table": "T", "row": "r", "column": "c", "value": 1.0}])
+        generate(tmp_path / "runs", tmp_path / "tables", tmp_path / "README.md")
+        atomic.write_json(tmp_path / "audit.json", {"a": 1})
+        written = [recorder.record_path, recorder.run_dir / "split.csv", recorder.run_dir / "history.csv",
+                   tmp_path / "README.md", tmp_path / "audit.json", *(tmp_path / "tables").iterdir()]
+        assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written} == \
+            {str(p.relative_to(tmp_path)): oct(expected) for p in written}
+        folder = atomic.make_temp_dir(tmp_path, ".x")
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    finally:
+        os.umask(old)
 
 
 def test_a_write_that_fails_half_way_leaves_the_old_file(tmp_path):

@@ -1,5 +1,7 @@
 """Split protocols: exact sizes, determinism, subject exclusivity, the CORAL counts, manifests."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,3 +131,137 @@ def test_gu_yang_age_groups_at_every_boundary(n_groups, boundaries):
     assert len(age_group_labels(n_groups)) == n_groups
     every = age_group(np.arange(1, 81), n_groups)
     assert (np.diff(every) >= 0).all() and set(every) == set(range(n_groups))
+
+
+# ---------------------------------------------------------------------------------------------- duplicates (issue 21)
+
+
+def _files_with_duplicates(root, n=240, groups=40, seed=0):
+    """``n`` rows with real files under ``root``: ``groups`` pairs of byte-identical files (labels may differ),
+    the rest distinct. Columns for every protocol: fold (by user), partition, ages 21-60."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        content = f"face {i // 2 if i < 2 * groups else 10_000 + i}".encode()  # pairs first, then distinct
+        name = f"{21 + int(rng.integers(0, 40))}_{int(rng.integers(0, 2))}_0_2017{i:013d}.jpg.chip.jpg"
+        (root / name).write_bytes(content)
+        rows.append({"path": str(root / name), "file": name, "age": float(name.split("_")[0]),
+                     "age_group": i % 8, "gender": int(name.split("_")[1]), "race": 0, "group": f"u{i}",
+                     "source": "test", "fold": i % 5, "partition": ("train", "val", "test")[i % 3]})
+    return normalize_frame(rows)
+
+
+def _groups_by_content(frame):
+    """Independent of the code under test: rows grouped by hashlib.sha256 of the file bytes."""
+    import hashlib
+
+    digests = frame["path"].map(lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest())
+    return [idx for idx in frame.groupby(digests).groups.values() if len(idx) > 1]
+
+
+def _coral_csvs(frame, folder):
+    folder.mkdir(exist_ok=True)
+    for name, part in (("utk_train.csv", frame.iloc[: len(frame) * 3 // 4]), ("utk_test.csv", frame.iloc[len(frame) * 3 // 4:])):
+        pd.DataFrame({"file": part["file"], "age": (part["age"] - 21).astype(int)}).to_csv(folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_every_protocol_can_keep_byte_identical_files_in_one_split(protocol, tmp_path):
+    (tmp_path / "faces").mkdir()
+    frame = _files_with_duplicates(tmp_path / "faces")
+    options = {"csv_dir": _coral_csvs(frame, tmp_path / "coral")} if protocol == "coral" else {}
+    if protocol == "gu_yang":
+        options = {"n": 200, "n_train": 150}
+
+    def crossing(split):
+        return [g for g in _groups_by_content(split.frame) if split.frame.loc[g, "split"].nunique() > 1]
+
+    paper = make_split(frame, protocol, seed=1, **options)
+    assert paper.info["duplicates"] == {"kept_together": False}  # the paper's split, and the record says so
+    assert crossing(paper), "the fixture must make the paper's split leak for this test to mean anything"
+    kept = make_split(frame, protocol, seed=1, keep_duplicates_together=True, **options)
+    assert crossing(kept) == []
+    assert set(kept.frame["file"]) == set(paper.frame["file"])  # the same rows, only their parts change
+    moved = (kept.frame.set_index("file")["split"] != paper.frame.set_index("file")["split"]).sum()
+    info = kept.info["duplicates"]
+    assert info["kept_together"] and info["groups"] == len(_groups_by_content(paper.frame))
+    assert info["groups_that_crossed"] == len(crossing(paper)) and info["rows_moved"] == moved
+    assert kept.info["counts"] == kept.counts()
+    again = make_split(frame.sample(frac=1, random_state=2), protocol, seed=1, keep_duplicates_together=True, **options)
+    assert list(again.frame["split"]) == list(kept.frame["split"])  # deterministic for a seed
+
+
+def test_a_group_goes_to_the_split_most_of_it_is_in(tmp_path):
+    """Three identical files, two in train and one in test -> all three in train; a tie takes the first file's."""
+    from agegender.data.splits import Split, _keep_duplicates_together
+
+    for name, content in (("a", b"x"), ("b", b"x"), ("c", b"x"), ("d", b"y"), ("e", b"y"), ("f", b"z")):
+        (tmp_path / name).write_bytes(content)
+    frame = normalize_frame([{"path": str(tmp_path / n), "file": n, "age": 30.0} for n in "abcdef"])
+    frame["split"] = ["train", "test", "train", "val", "test", "test"]
+    split = Split("random", frame)
+    info = _keep_duplicates_together(split)
+    assert list(split.frame["split"]) == ["train", "train", "train", "val", "val", "test"]
+    assert info == {"kept_together": True, "groups": 2, "groups_that_crossed": 2, "rows_moved": 2}
+
+
+# ---------------------------------------------------------------------------------------------- CORAL csv checks
+
+
+def _coral_folder(tmp_path, train_rows, test_rows):
+    (tmp_path / "utk_train.csv").write_text(",file,age\n" + "".join(f"{i},{f},{a}\n" for i, (f, a) in
+                                                                    enumerate(train_rows)))
+    (tmp_path / "utk_test.csv").write_text(",file,age\n" + "".join(f"{i},{f},{a}\n" for i, (f, a) in
+                                                                   enumerate(test_rows)))
+    return tmp_path
+
+
+def _names(ages):
+    return [(f"{a}_0_0_2017011617452{i:04d}.jpg.chip.jpg", a - 21) for i, a in enumerate(ages)]
+
+
+@pytest.mark.parametrize("case, train_extra, test_extra, words", [
+    ("traversal", [("../../../../etc/passwd", 3)], [], ("utk_train.csv", "line 42", "leaves the data folder")),
+    ("absolute", [], [("/etc/shadow", 3)], ("utk_test.csv", "line 12", "absolute path")),
+    ("not a number", [("30_0_0_20170116174525999.jpg.chip.jpg", "abc")], [],
+     ("utk_train.csv", "line 42", "'abc'", "not a whole number")),
+    ("negative", [], [("30_0_0_20170116174525999.jpg.chip.jpg", -4)], ("utk_test.csv", "line 12", "-4")),
+    ("twice", [], [("TEST0", None)], ("utk_test.csv", "line 12", "listed twice")),
+])
+def test_coral_csv_problems_are_one_line_errors(case, train_extra, test_extra, words, tmp_path):
+    from agegender.errors import DataError
+
+    train, test = _names(range(21, 61)), _names(range(30, 40))
+    test = [(f.replace("2017011617452", "2017011699999"), a) for f, a in test]
+    test_extra = [test[0] if f == "TEST0" else (f, a) for f, a in test_extra]
+    folder = _coral_folder(tmp_path, train + train_extra, test + test_extra)
+    frame = normalize_frame([{"path": str(tmp_path / f), "file": f, "age": float(f.split("_")[0])}
+                             for f, _ in train + test])
+    with pytest.raises(DataError) as err:
+        make_split(frame, "coral", csv_dir=folder)
+    message = str(err.value)
+    assert "\n" not in message and " — fix: " in message, message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_coral_train_and_test_sharing_images_is_refused(tmp_path):
+    from agegender.errors import DataError
+
+    train, test = _names(range(21, 61)), _names(range(21, 61))[:5]  # five test rows are training rows
+    folder = _coral_folder(tmp_path, train, [(f.replace("_0_0_", "_1_0_"), a) for f, a in _names(range(30, 40))] + test)
+    frame = normalize_frame([{"path": str(tmp_path / f), "file": f, "age": float(f.split("_")[0])} for f, _ in train])
+    with pytest.raises(DataError) as err:
+        make_split(frame, "coral", csv_dir=folder)
+    assert "5 image(s) are in both utk_train.csv and utk_test.csv" in str(err.value) and "leak" in str(err.value)
+
+
+def test_coral_labels_that_disagree_with_the_file_name_are_counted(tmp_path):
+    train = _names(range(21, 61))
+    train[3] = (train[3][0], train[3][1] + 7)
+    folder = _coral_folder(tmp_path, train, [(f.replace("_0_0_", "_1_0_"), a) for f, a in _names(range(30, 40))])
+    frame = normalize_frame([{"path": str(tmp_path / f), "file": f, "age": float(f.split("_")[0])} for f, _ in train])
+    info = make_split(frame, "coral", csv_dir=folder).info
+    assert info["csv_age_label_mismatch"]["count"] == 1 and train[3][0] in info["csv_age_label_mismatch"]["first"][0]
+    assert not Path(info["csv_dir"]).is_absolute()  # names no machine path
