@@ -199,6 +199,13 @@ def test_smoke_multitask_two_folds_writes_records_and_tables(generated_adience, 
         record = json.loads(path.read_text())
         assert record["status"] == "complete" and record["paper"] == "jorgensen"
         assert record["data"]["kind"] == "generated" and record["config"]["smoke"] is True
+        # issue 18: the smoke settings are deviations (own table rows); no machine path in a committed record
+        assert record["deviations"] == {"image_size": 64, "load_size": 72, "batch_size": 32, "epochs": 2,
+                                        "max_rows_per_fold": 200, "smoke": True}
+        text = json.dumps(record)
+        assert str(generated_adience) not in text and str(tmp_path) not in text
+        assert record["data"]["path"] == generated_adience.name and record["data"]["fingerprint"]["files"] > 300
+        assert record["plots"]["learning_curves"] == "learning_curves.png"
         folds.add(record["data"]["test_fold"])
         columns = {c["column"] for c in record["cells"] if c["table"] == "Table 3"}
         assert columns == {"Gender accuracy", "Age accuracy", "Avg training epochs"}
@@ -242,3 +249,90 @@ def test_levi_protocol_reads_levi_lists_and_joins_both_labels(generated_adience,
     assert ((split.frame["age_group"] >= 0) & (split.frame["gender"] >= 0)).all()
     test_files = set(split.part("test")["file"])
     assert test_files <= set(frame.loc[frame["fold"] == 0, "file"])  # Levi's test list of fold 0 is fold 0
+
+
+# --------------------------------------------------------------------------- issue 18: the joint set, Eq. 1, notes
+
+CANONICAL_AGES = {"(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)"}
+
+
+def _raw_fold_counts(folds_dir: Path) -> dict:
+    """Per fold, rows of the raw fold files (every line, duplicates included) valid for gender, age and both,
+    counted straight from the tab-separated text (independent of the reader)."""
+    counts = {}
+    for k in range(5):
+        with open(folds_dir / f"fold_{k}_data.txt", encoding="utf-8") as handle:
+            lines = [line.rstrip("\n").split("\t") for line in handle][1:]
+        gender = [f[4] in ("m", "f") for f in lines]
+        age = [f[3] in CANONICAL_AGES for f in lines]
+        counts[k] = {"gender": sum(gender), "age": sum(age), "both": sum(g and a for g, a in zip(gender, age))}
+    return counts
+
+
+def test_every_model_trains_and_tests_on_the_joint_set_by_default(adience_folds):
+    """Issue 18 item 2: Sec. 2.1 removes rows outside the gender *and* age label sets and uses that one set for
+    every model; the single-task models must not train on their own per-task filters unless asked
+    (``row_filter="task"``), and such runs get their own Table 3 row and a deviation in their record."""
+    from agegender.data.adience import read_adience
+
+    raw = _raw_fold_counts(adience_folds)
+    assert sum(c["both"] for c in raw.values()) == 16_258  # the paper prints 16,228 (docstring: the gap)
+    assert (sum(c["gender"] for c in raw.values()), sum(c["age"] for c in raw.values())) == (17_603, 17_424)
+    frame = read_adience(adience_folds, keep_duplicates=True, check_images=False).frame
+    for name in A.MODELS:
+        exp = A.EXPERIMENTS[name]
+        assert exp.row_filter == "joint" and A.table3_row(exp) == exp.row and A.record_deviations(exp, "folds") == {}
+        for fold in (0, 3):
+            counts = A.fold_split(frame, exp, fold).counts()
+            assert counts["test"] == raw[fold]["both"], (name, fold)
+            assert counts["train"] + counts["val"] == sum(c["both"] for k, c in raw.items() if k != fold)
+    for name, task in (("gender", "gender"), ("age", "age")):
+        exp = A.dataclasses.replace(A.EXPERIMENTS[name], row_filter="task")
+        counts = A.fold_split(frame, exp, 1).counts()
+        assert counts["test"] == raw[1][task] > raw[1]["both"]
+        assert A.table3_row(exp) == f"{A.EXPERIMENTS[name].row} (per-task rows)"
+        assert A.record_deviations(exp, "folds") == {"row_filter": "task"}
+        assert any("--row-filter task" in note for note in A.deviations(exp, "folds"))
+    # two-task models need both labels either way: the option changes nothing for them
+    both = A.dataclasses.replace(A.EXPERIMENTS["multitask"], row_filter="task")
+    assert A.fold_split(frame, both, 1).counts()["test"] == raw[1]["both"]
+    args = A.parse_args(["--data-dir", "x", "--row-filter", "task"])
+    assert {e.row_filter for e in A.experiments_from_args(args)} == {"task"}
+    assert {e.row_filter for e in A.experiments_from_args(A.parse_args(["--data-dir", "x"]))} == {"joint"}
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.3, 0.0])
+def test_eq1_loss_is_the_gamma_weighted_sum_of_the_batch_mean_cross_entropies(gamma):
+    """Issue 18 item 8: Eq. 1, ``L = gamma * L_gender + (1 - gamma) * L_age``, checked against numpy on a fixed
+    batch (binary cross-entropy of the sigmoid output, categorical cross-entropy of the 8-way softmax)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((6,))
+    model = keras.Model(x_in, {"gender": keras.layers.Dense(1, activation="sigmoid", name="gender")(x_in),
+                               "age": keras.layers.Dense(8, activation="softmax", name="age")(x_in)})
+    exp = A.dataclasses.replace(A.EXPERIMENTS["multitask"], gamma=gamma)
+    A.compile_model(model, exp)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(10, 6)).astype("float32")
+    y_gender = rng.integers(0, 2, (10, 1)).astype("float32")
+    y_age = rng.integers(0, 8, 10)
+    ones = {"gender": np.ones(10, "float32"), "age": np.ones(10, "float32")}  # the pipeline's weights (joint set)
+    got = model.evaluate(x, {"gender": y_gender, "age": y_age}, sample_weight=ones, batch_size=10, verbose=0,
+                         return_dict=True)["loss"]
+    out = model.predict(x, verbose=0)
+    p = out["gender"].astype("float64")[:, 0]
+    bce = -np.mean(y_gender[:, 0] * np.log(p) + (1 - y_gender[:, 0]) * np.log(1 - p))
+    ce = -np.mean(np.log(out["age"].astype("float64")[np.arange(10), y_age]))
+    assert got == pytest.approx(gamma * bce + (1 - gamma) * ce, rel=1e-5)
+    assert abs(bce - ce) > 0.05  # the two losses differ, so a swapped gamma would show
+
+
+def test_table3_notes_say_the_baseline_is_over_sampled_and_how_the_test_crop_is_chosen():
+    """Issue 18 item 7: the Baseline* row is Levi & Hassner's over-sampled result; the notes point Table 3's
+    centre-crop cells to the over-sampled column and the docstring names the test-time crop."""
+    assert "over-sampled" in A.CENTRE_NOTE and "Baseline*" in A.CENTRE_NOTE and "centre 227x227" in A.CENTRE_NOTE
+    assert "Baseline*" in A.OVERSAMPLED_NOTE
+    doc = " ".join(A.__doc__.split())
+    assert "Test-time crop" in doc and "Levi & Hassner's over-sampled result" in doc
+    assert "16,258" in doc and "16,156" in doc and "16,228" in doc
