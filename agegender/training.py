@@ -48,19 +48,24 @@ from agegender.errors import TrainingDiverged
 STATE_FILE = "state.json"
 
 
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+PRECISION_HELP = "mixed_float16 when a GPU is visible, else float32"
+
+
 def configure_precision(policy: str = "auto") -> str:
     """Set the Keras dtype policy: ``auto`` is ``mixed_float16`` when a GPU is visible, else ``float32``.
 
     Keras wraps the optimizer in a ``LossScaleOptimizer`` under ``mixed_float16``, so loss
-    scaling stays on whenever float16 is used.
+    scaling stays on whenever float16 is used. ``mixed_bfloat16`` (float32 variables, bfloat16
+    compute) needs no loss scaling; on a CPU with AVX-512 BF16 / AMX it is the fast option.
     """
     import keras
     import tensorflow as tf
 
     if policy == "auto":
         policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
-    if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
-        raise ValueError(f"precision must be auto, float32, mixed_float16 or mixed_bfloat16, got {policy!r}")
+    if policy not in PRECISIONS[1:]:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {policy!r}")
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
@@ -108,7 +113,7 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
     if state_dir is None and recorder is not None:
         state_dir = recorder.state_dir
     guard = _callback_classes()["NaNGuard"]()
-    callbacks = [guard]
+    callbacks = [_callback_classes()["EpochTiming"](), guard]  # first: later callbacks see its keys
     early = checkpoint = None
     if patience is not None:
         early = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
@@ -249,6 +254,29 @@ def _callback_classes() -> dict:
                 self.diverged = (self.epoch, batch, float(loss))
                 self.model.stop_training = True
 
+    class EpochTiming(keras.callbacks.Callback):
+        """Adds each epoch's wall and CPU seconds and the load it ran under to the logs (and so to the
+        history and the run record): ``epoch_seconds``, ``epoch_cpu_seconds``, ``load_1min`` and
+        ``other_processes_cores`` (:mod:`agegender.timing`; training and validation together)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            from agegender.timing import snapshot
+
+            self.start = snapshot()
+
+        def on_epoch_end(self, epoch, logs=None):
+            from agegender.timing import measured, snapshot
+
+            if logs is None or not hasattr(self, "start"):
+                return
+            timing = measured(self.start, snapshot())
+            logs["epoch_seconds"] = timing["wall_s"]
+            logs["epoch_cpu_seconds"] = timing["cpu_s"]
+            if timing["load_1min_end"] is not None:
+                logs["load_1min"] = timing["load_1min_end"]
+            if timing.get("other_processes_cores") is not None:
+                logs["other_processes_cores"] = timing["other_processes_cores"]
+
     class TrainingState(keras.callbacks.Callback):
         """Saves and restores the resumable training state (module docstring)."""
 
@@ -367,7 +395,7 @@ def _callback_classes() -> dict:
                     path.unlink(missing_ok=True)
             self.saved = state
 
-    _CLASSES.update(NaNGuard=NaNGuard, TrainingState=TrainingState)
+    _CLASSES.update(NaNGuard=NaNGuard, TrainingState=TrainingState, EpochTiming=EpochTiming)
     return _CLASSES
 
 

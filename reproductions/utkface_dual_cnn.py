@@ -127,7 +127,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from agegender.cli import add_run_arguments, run_main  # noqa: E402
+from agegender.config import apply_overrides  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
+from agegender.records import deviations_from  # noqa: E402
+from agegender.training import PRECISION_HELP, PRECISIONS  # noqa: E402
 
 REPRODUCTION = "utkface_dual_cnn"
 PAPER = "speziali"
@@ -485,7 +488,21 @@ def protocol_cells(split, n_images: int, exp: SpezialiExperiment, model) -> list
     ]
     if "p_value" in ks:
         cells.append((a, "Kolmogorov-Smirnov test", "p-value", ks["p_value"], "p-value"))
-    return [{"table": t, "row": r, "column": col, "value": float(v), "unit": u} for t, r, col, v, u in cells]
+    out = [{"table": t, "row": r, "column": col, "value": float(v), "unit": u} for t, r, col, v, u in cells]
+    for cell in out:
+        if (cell["table"], cell["row"], cell["column"]) in SETTINGS:
+            cell["setting"] = True  # echoes a configuration constant: shown, never counted as reproduced
+    return out
+
+
+# cells that only echo a training setting of SpezialiExperiment (not computed from data or read off the model)
+SETTINGS = {("Section III-A", "augmentation", "max rotation"),
+            ("Section III-B", "Multi-task CNN", "learning rate"),
+            ("Section III-B", "Single-task CNN gender", "learning rate"),
+            ("Section III-B", "Single-task CNN age", "learning rate"),
+            ("Section III-B", "both architectures", "batch size"),
+            ("Section IV-B", "early stopping", "patience"),
+            ("Section IV-B", "age loss", "lambda_age")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -665,12 +682,27 @@ def plot_gradcam(image, cams: dict, path) -> Path:
 def _out_paths(out) -> dict:
     from agegender.records import DEFAULT_RUNS_DIR
 
-    if out is None:
-        root = DEFAULT_RUNS_DIR.parent
-        return {"runs": DEFAULT_RUNS_DIR, "tables": root / "tables", "readme": root / "README.md",
-                "figures": root / "figures"}
-    out = Path(out)
-    return {"runs": out / "runs", "tables": out / "tables", "readme": out / "README.md", "figures": out / "figures"}
+    root = DEFAULT_RUNS_DIR.parent if out is None else Path(out)
+    return {"root": root, "runs": root / "runs", "tables": root / "tables", "readme": root / "README.md",
+            "figures": root / "figures"}
+
+
+def _relative(path, base) -> str:
+    """``path`` relative to ``base`` (records name files this way, never by a path of this machine)."""
+    try:
+        return Path(path).resolve().relative_to(Path(base).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def run_deviations(exp: SpezialiExperiment, precision: str) -> dict:
+    """What this run changes from the paper's configuration (its own table rows): the experiment fields
+    that differ from :class:`SpezialiExperiment` (``--smoke``, ``--set``, ``--epochs``) and any precision
+    other than the paper's float32 (PyTorch's default), by the policy actually used."""
+    out = deviations_from(exp, SpezialiExperiment(), ignore=("seed", "precision", "heatmap_index", "first_n"))
+    if precision != "float32":
+        out["precision"] = precision
+    return out
 
 
 def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual"), out=None,
@@ -689,7 +721,7 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     """
     import datetime as _dt
 
-    from agegender.data.provenance import data_kind
+    from agegender.data.provenance import data_kind, describe_data, relative_data_path
 
     unknown = [n for n in networks if n not in NETWORKS]
     if unknown or not networks:
@@ -728,12 +760,16 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     config = {**dataclasses.asdict(exp), "precision_policy": precision, "networks": list(networks),
               "deterministic": bool(deterministic), "strategy": strategy_info}
-    data = {"kind": kind, "dataset": "utkface", "root": str(Path(data_root).resolve()),
+    deviations = run_deviations(exp, precision)
+    if deviations:
+        log(f"[speziali] deviations from the paper's configuration (own table rows): {deviations}")
+    # named by dataset, path relative to the data root and a fingerprint: no path of this machine
+    data = {"kind": kind, **describe_data("utkface", data_root),
             "images_read": len(samples.frame), "images_used": len(frame),
             "files_skipped_by_reader": len(samples.skipped), "names_repaired": len(samples.repaired),
             "counts": counts}
     if tfds_dir is not None:
-        data["prepared"] = str(Path(tfds_dir).resolve())
+        data["prepared"] = relative_data_path(tfds_dir)
     if strategy_info["replicas"] > 1:
         log(f"[speziali] {strategy} strategy: {strategy_info['replicas']} replicas, global batch {exp.batch_size} = "
             f"{strategy_info['per_replica_batch']} per replica; learning rates unchanged (the paper's)")
@@ -741,7 +777,8 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     # protocol record: the split, the KS test and the hyper-parameters read back from a built model. Its run
     # id is shared by the networks' records and the figures; a rerun of the same command picks it up again.
     protocol = RunRecorder(REPRODUCTION, "protocol", config=config, seed=exp.seed, data=data, paper=PAPER,
-                           out=paths["runs"], resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}")
+                           out=paths["runs"], resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}",
+                           deviations=deviations)
     run_id = protocol.run_id
     if protocol.resumed:
         log(f"[speziali] picking up run {run_id} of the same command ({protocol.record['status']}); "
@@ -765,10 +802,21 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
         model = build_network(network, exp, distribution)
         recorder = RunRecorder(REPRODUCTION, network.key, config=config, seed=exp.seed, data=data, paper=PAPER,
                                out=paths["runs"], run_id=run_id, resume=not fresh,
-                               preprocessing=preprocessing(network, exp, kind))
+                               preprocessing=preprocessing(network, exp, kind), deviations=deviations)
         split.save_manifest(recorder.run_dir / "split.csv")
         keys = ["loss"] + ([f"{t}_loss" for t in network.tasks] if len(network.tasks) > 1 else [])
         iterations = _iteration_logger(datasets["n_train"], exp.batch_size, keys)
+        if recorder.complete and not recorder.model_path.is_file():
+            # a committed record on a fresh clone (models are not committed): read back, never retrained
+            log(f"[speziali] {network.title}: complete record found ({_relative(recorder.record_path, paths['root'])})"
+                " without its model.keras; reading its numbers back (figures that need the model are left out; "
+                "--fresh trains again)")
+            results[key] = {"network": network, "model": None, "history": recorder.record["history"],
+                            "seconds": float(recorder.record["metrics"]["training"]["seconds"]),
+                            "metrics": recorder.record["metrics"], "predictions": None, "recorder": recorder,
+                            "iterations": _read_iterations(recorder.run_dir / "iteration_loss.csv"),
+                            "datasets": datasets, "from_record": True}
+            continue
         if recorder.complete:  # finished by an earlier run of this command: reload, do not train again
             log(f"[speziali] {network.title}: complete record found ({recorder.record_path}); loading its model "
                 "instead of training (--fresh trains again)")
@@ -818,6 +866,8 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     for key, res in results.items():
         network, model = res["network"], res["model"]
         loss_fig, heat_fig = fig_numbers[key]
+        if model is None:  # read back from a record without its model
+            continue
         name = f"fig{loss_fig}_loss_per_iteration_{key}"
         title = f"Training loss per iteration, {network.title} (cf. Fig. {int(loss_fig)})"
         figure_paths[name] = plot_iteration_loss(res["iterations"], figures / f"{name}.png", title)
@@ -828,7 +878,8 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
                                                                  network.title)
         for task in network.tasks:
             cams[f"{task}, {'dual' if key == 'dual' else 'single'}"] = grad_cam(model, image, output=task)
-    figure_paths["gradcam"] = plot_gradcam(image, dict(sorted(cams.items())), figures / "gradcam.png")
+    if cams:
+        figure_paths["gradcam"] = plot_gradcam(image, dict(sorted(cams.items())), figures / "gradcam.png")
     singles = {NETWORKS[k].title: results[k]["history"] for k in ("age", "gender") if k in results}
     if singles:
         figure_paths["fig10_accuracy_per_epoch_single"] = plot_epoch_metrics(
@@ -844,25 +895,28 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
                 matrix, list(GENDER_LABELS), figures / f"fig{number}_confusion_{label}.png",
                 f"Gender, test set, {NETWORKS[key].title} (cf. Fig. {number})")
     for key, number, label in (("age", "14", "single"), ("dual", "15", "dual")):
-        if key in results:
+        if key in results and results[key]["predictions"] is not None:
             y, p = results[key]["predictions"]["test"]
             figure_paths[f"fig{number}_age_first{exp.first_n}_{label}"] = plot_first_n(
                 y["age"], p["age"], exp.first_n, figures / f"fig{number}_age_first{exp.first_n}_{label}.png",
                 f"Predicted vs true age, first {exp.first_n} test faces, {NETWORKS[key].title} (cf. Fig. {number})")
-    figure_list = {k: str(v) for k, v in sorted(figure_paths.items())}
+    figure_list = {k: _relative(v, paths["root"]) for k, v in sorted(figure_paths.items())}
+    skipped = [{**item, "file": _relative(item["file"], data_root)} if "file" in item else item for item in skipped]
 
     # records
     all_cells = list(p_cells)
     protocol.finish({"split": {"counts": counts, "shares_percent": split_shares(counts), "ks_train_val": ks,
                                "train_age_mean": train_age_mean}},
-                    [dict(c) for c in p_cells], figures=figure_list, figures_dir=str(figures),
+                    [dict(c) for c in p_cells], figures=figure_list, figures_dir=_relative(figures, paths["root"]),
                     pipeline_skipped=skipped)
     for key, res in results.items():
         cells = network_cells(res["network"], res["history"], res["seconds"], res["metrics"], exp)
         all_cells += cells
+        if res.get("from_record"):
+            continue  # its record stays as it was finished
         res["recorder"].finish(res["metrics"], [dict(c) for c in cells], figures=figure_list,
-                               figures_dir=str(figures), pipeline_skipped=skipped,
-                               iteration_loss=str(res["recorder"].run_dir / "iteration_loss.csv"))
+                               figures_dir=_relative(figures, paths["root"]), pipeline_skipped=skipped,
+                               iteration_loss="iteration_loss.csv")
     summary = generate(paths["runs"], paths["tables"], paths["readme"])
     return {"run_id": run_id, "kind": kind, "split": split, "counts": counts, "ks": ks,
             "records": {"protocol": protocol.record_path, **{k: r["recorder"].record_path for k, r in results.items()}},
@@ -940,6 +994,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
                         help="label the data in records and tables; default: detected (generated faces carry a "
                              "marker file, fewer than 90%% of the 23,708 UTKFace files count as a sample)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help=f"Keras dtype policy (default {default.precision}: {PRECISION_HELP}); a precision other "
+                             "than float32 (the paper's PyTorch default) is recorded as a deviation")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a field of the experiment (repeatable), e.g. --set lr_dual=0.001; the run is "
+                             "recorded as deviating from the paper and gets its own table rows. Fields: "
+                             + ", ".join(f.name for f in dataclasses.fields(SpezialiExperiment)))
     add_run_arguments(parser,
                       fresh_help="start a new run; by default rerunning the same command (same data, options and "
                                  "seed) resumes its earlier run: networks already complete are reloaded, an "
@@ -968,6 +1029,9 @@ def _main(argv=None) -> int:
         exp = smoke(exp)
     if args.epochs is not None:
         exp = dataclasses.replace(exp, epochs=args.epochs)
+    if args.precision is not None:
+        exp = dataclasses.replace(exp, precision=args.precision)
+    exp = apply_overrides(exp, args.set)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
     result = run(args.data_dir, exp, networks=networks, out=out, data_kind_override=args.data_kind,
                  fresh=args.fresh, deterministic=args.deterministic, strategy=args.strategy, tfds_dir=args.tfds_dir)
