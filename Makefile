@@ -37,6 +37,11 @@ test-fast: install  ## run the tests that do not train or touch thousands of fil
 tables: install  ## regenerate results/tables and results/README.md from run records and published figures
 	$(PY) -m results
 
+DATA_ROOT ?= ../shared/data
+.PHONY: facts
+facts: install  ## every published cell that needs no training, from the real data in DATA_ROOT (default ../shared/data) and the model builds: records in results/runs/facts, tables regenerated (~30 s; rerunning changes nothing)
+	$(PY) -m reproductions.facts --data-root "$(DATA_ROOT)"
+
 audit-sample: install  ## audit the real UTKFace sample in ../shared/data
 	$(PY) -m agegender.data audit utkface --data-dir ../shared/data/utkface/sample --protocol speziali
 

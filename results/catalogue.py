@@ -70,7 +70,8 @@ import pandas as pd
 
 from agegender.errors import DataError
 
-__all__ = ["HEADER", "MARKERS", "PAPERS", "UNITS", "load_published"]
+__all__ = ["COVERAGE", "HEADER", "MARKERS", "PAPERS", "UNITS", "classify_unreproduced", "compare", "load_published",
+           "printed_tolerance"]
 
 HEADER = ("paper", "table", "row", "column", "value", "unit", "note")
 MARKERS = ("not published", "figure only", "stated")
@@ -207,3 +208,109 @@ def load_published(paper: str | None = None, root: str | Path | None = None) -> 
     for name in ("paper", "table", "row", "column", "value", "unit", "note"):
         frame[name] = frame[name].astype(str)
     return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# comparing a reproduced value with the printed one, and what a cell needs when not reproduced
+
+
+def printed_tolerance(text: str) -> float | None:
+    """Half a unit of the last printed digit of ``text`` (``0.38`` -> 0.005, ``23,708`` -> 0.5,
+    ``1e-7`` -> 5e-8); None for a marker or an unparseable value."""
+    from decimal import Decimal, InvalidOperation
+
+    if text in MARKERS or _parse_value(text) is None:
+        return None
+    plain = re.sub(r"[, \u00a0\u2009\u202f]", "", text) if _GROUPED.fullmatch(text) else text
+    try:
+        exponent = Decimal(plain).as_tuple().exponent
+    except InvalidOperation:
+        return None
+    return 0.5 * 10.0 ** int(exponent)
+
+
+def compare(value: float, printed: str) -> str | None:
+    """``"exact"`` when ``value`` equals the printed number at its printed precision, else ``"differs"``.
+
+    A printed integer (a count, a parameter total) must be matched exactly; a printed decimal
+    within half a unit of its last digit (``0.38`` matches 0.375 ... 0.385). The reproduced value
+    is computed first, without the printed number; this only judges it. None for a marker
+    (``not published``, ``figure only``, ``stated``): there is no printed number to compare.
+    """
+    tolerance = printed_tolerance(printed)
+    if tolerance is None or value is None or not math.isfinite(float(value)):
+        return None
+    target = _parse_value(printed)
+    return "exact" if abs(float(value) - target) <= tolerance * (1 + 1e-9) else "differs"
+
+
+#: What a published cell needs when no run reproduces it (README summary). ``training``: the
+#: sentence saying whether the paper's training can run on this machine (``training_here``);
+#: ``rules``: ``(bucket, table, row, column, why)`` with fnmatch patterns, first match wins.
+#: Buckets: ``cited`` (another work's figure, nothing to reproduce), ``not here`` (cannot be
+#: computed on this machine, or at all), ``training`` (needs a training run). A cell no rule
+#: matches needs a training run.
+COVERAGE: dict[str, dict] = {
+    "speziali": {
+        "training_here": True,
+        "training": "training runs here: the real UTKFace images are in ../shared/data (about a day on 2 CPU "
+                    "cores, minutes on a GPU)",
+        "rules": [],
+    },
+    "jorgensen": {
+        "training_here": False,
+        "training": "no Adience images here (only the fold files and Levi & Hassner's lists), no ImageNet "
+                    "Xception weights offline",
+        "rules": [
+            ("cited", "Table 3", "Baseline", "*", "Levi & Hassner's own results [1]"),
+            ("cited", "Section 5.1", "Baseline (Levi & Hassner)", "*", "Levi & Hassner's training time [1]"),
+            ("not here", "Table 1", "Max pooling *", "Number of Filters",
+             "a pooling layer has no filters: the printed 1 has nothing in a model to be read from"),
+        ],
+    },
+    "gu_yang": {
+        "training_here": False,
+        "training": "no IMDB-WIKI images here (only the WIKI label file), no ImageNet EfficientNet weights "
+                    "offline",
+        "rules": [],
+    },
+    "dey_aggarwal": {
+        "training_here": False,
+        "training": "the paper's backbones start from ImageNet weights, which are not offline here (the UTKFace "
+                    "images are: a from-scratch run is possible but is not the paper's setting)",
+        "rules": [],
+    },
+    "sundriyal": {
+        "training_here": False,
+        "training": "no VGGFace2 / LightCNN / SphereFace / FaceNet weights offline, no CelebA images here",
+        "rules": [
+            ("cited", "Table 2.1", "*", "*", "publication years of related work"),
+            ("cited", "Table 2.2", "*", "*", "publication years of related work"),
+            ("cited", "Section 4.4.4", "*", "*", "Mao et al.'s result [12]"),
+            ("training", "*", "Ours*", "*", ""),  # the thesis's own model in the comparisons below
+            ("cited", "Table 4.16", "*", "*", "results of other methods, from CORAL [1]"),
+            ("cited", "Figure 4.7", "*", "*", "results of other methods"),
+            ("cited", "Figure 4.8", "*", "*", "results of other methods"),
+            ("not here", "Table 4.2", "*", "*",
+             "the CelebA attribute file here is truncated (20,000 of 202,599 rows): the training-partition "
+             "counts cannot be made"),
+            ("not here", "Table 4.5", "*", "*",
+             "LightCNN, SphereFace and Inception-ResNet are not implemented here (no Keras build or weights)"),
+        ],
+    },
+}
+
+
+def classify_unreproduced(paper: str, table: str, row: str, column: str) -> tuple[str, str]:
+    """``(bucket, why)`` for a published cell no run reproduces: ``cited``, ``not here`` or ``training``.
+
+    ``training`` cells are runnable here when :data:`COVERAGE` says so for the paper; the caller
+    reads ``COVERAGE[paper]["training_here"]``.
+    """
+    from fnmatch import fnmatchcase
+
+    meta = COVERAGE.get(paper, {"rules": [], "training": ""})
+    for bucket, t, r, c, why in meta["rules"]:
+        if fnmatchcase(table, t) and fnmatchcase(row, r) and fnmatchcase(column, c):
+            return bucket, why or meta.get("training", "")
+    return "training", meta.get("training", "")

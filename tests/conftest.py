@@ -35,6 +35,15 @@ def utkface_sample(shared_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def utkface_full(shared_data) -> Path:
+    """The whole real UTKFace set (23,707 files); tests skip with the reason when it is absent."""
+    path = shared_data / "utkface" / "full"
+    if not path.is_dir():
+        pytest.skip(f"full UTKFace set not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def adience_folds(shared_data) -> Path:
     path = shared_data / "adience" / "folds"
     if not path.is_dir():

@@ -46,7 +46,8 @@ def test_tables_from_records_round_trip(tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2] == "84.0"               # published, from results/published/jorgensen.csv
     assert cells[3] == "85.00 ± 1.00"       # mean ± sample std over the three folds
-    assert cells[4] == "1.00" and cells[5] == "3" and cells[6] == "full real data"
+    assert cells[4] == "1.00" and cells[5] == "differs" and cells[6] == "3" and cells[7] == "full real data"
+    assert cells[8] == "paper"              # the records carry empty deviations: the paper's configuration
     generated = next(l for l in text.splitlines() if "Multitask Classification | Gender accuracy |" in l
                      and "generated" in l)
     assert "60.00" in generated and "| 1 |" in generated
@@ -57,7 +58,7 @@ def test_tables_from_records_round_trip(tmp_path):
     assert "| jorgensen | Table 3 | full real data |" in index
     assert "| speziali |" in index and "not yet" in index
     csv = (tables / "jorgensen__table-3.csv").read_text()
-    assert csv.splitlines()[0] == "row,column,published,reproduced,delta,n,data,notes"
+    assert csv.splitlines()[0] == "row,column,published,reproduced,delta,status,n,data,configuration,notes"
     before = {p.name: p.read_bytes() for p in tables.iterdir()}
     generate(runs, tables, tmp_path / "README.md")
     assert before == {p.name: p.read_bytes() for p in tables.iterdir()}
@@ -72,7 +73,8 @@ def test_corrupt_and_unfinished_records_are_skipped(tmp_path):
     RunRecorder("adience_levi", "multitask", config={}, seed=1, data={"kind": "real"}, out=runs, run_id="running")
     records, skipped = load_records(runs)
     assert len(records) == 1
-    assert sorted(s["reason"].split(" (")[0] for s in skipped) == ["run not complete", "unreadable record"]
+    reasons = sorted(s["reason"].split(" (")[0] for s in skipped)
+    assert reasons[0] in ("run in progress", "run interrupted") and reasons[1] == "unreadable record"
     summary = generate(runs, tmp_path / "tables", tmp_path / "README.md")
     assert len(summary["skipped"]) == 2
     assert "Records skipped" in (tmp_path / "README.md").read_text()
@@ -103,3 +105,102 @@ def test_stated_claims_read_as_words():
     assert table.loc["multi-source lowest", "reproduced"] == "not run"
     one = build_table(published.iloc[:1], reproduced.assign(mean=1.0, n=1)).iloc[0]
     assert one["reproduced"] == "holds" and one["delta"] == ""
+
+
+def _smoke_record(out, epochs, value, *, run_id):
+    """A Speziali smoke run's record whose deviations come from the real experiment dataclass."""
+    import dataclasses
+
+    from agegender.records import deviations_from
+    from reproductions.utkface_dual_cnn import SpezialiExperiment, smoke
+
+    exp = dataclasses.replace(smoke(SpezialiExperiment()), epochs=epochs)
+    recorder = RunRecorder("utkface_dual_cnn", "dual", paper="speziali", out=out, seed=0, run_id=run_id,
+                           config=dataclasses.asdict(exp), data={"kind": "generated", "dataset": "utkface"},
+                           deviations=deviations_from(exp, SpezialiExperiment()))
+    recorder.finish({}, [{"table": "Num. of epochs", "row": "Multi-task CNN", "column": "Age task", "value": value,
+                          "unit": "epochs"}])
+    return recorder
+
+
+def test_runs_differing_only_in_epochs_get_two_lines(tmp_path):
+    """Issue 18 item 5: runs with other settings never average into one line; each is labelled."""
+    runs = tmp_path / "runs"
+    _smoke_record(runs, 1, 1.0, run_id="e1")
+    _smoke_record(runs, 2, 2.0, run_id="e2")
+    _smoke_record(runs, 2, 2.0, run_id="e2-again")  # same settings: averages with e2
+    generate(runs, tmp_path / "tables", tmp_path / "README.md")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "tables" / "speziali__num-of-epochs.csv", dtype=str, keep_default_na=False)
+    lines = table[(table["row"] == "Multi-task CNN") & (table["column"] == "Age task")]
+    assert len(lines) == 2
+    by_config = dict(zip(lines["configuration"], zip(lines["reproduced"], lines["n"])))
+    assert by_config == {"epochs=1; input_size=32; max_images=240": ("1", "1"),
+                         "epochs=2; input_size=32; max_images=240": ("2 ± 0", "2")}
+    assert (lines["published"] == "9").all() and set(lines["data"]) == {"generated faces"}
+
+
+def test_paper_configuration_missing_deviations_and_settings(tmp_path):
+    """Empty deviations: 'paper'; a record without the key: 'not recorded' (never averaged with the paper's);
+    a setting cell: shown, status 'setting', no Δ, never counted as reproduced in the README summary."""
+    from agegender import atomic
+
+    runs = tmp_path / "runs"
+    paper = RunRecorder("facts", "x", paper="speziali", out=runs, seed=0, run_id="a", config={},
+                        data={"kind": "real", "dataset": "utkface"})
+    paper.finish({}, [{"table": "Section III-A", "row": "UTKFace", "column": "images", "value": 23_707.0,
+                       "unit": "count"},
+                      {"table": "Section III-A", "row": "train/test split", "column": "train share",
+                       "value": 70.004, "unit": "percent"},
+                      {"table": "Section IV-B", "row": "early stopping", "column": "patience", "value": 3.0,
+                       "unit": "epochs", "setting": True}])
+    old = RunRecorder("facts", "y", paper="speziali", out=runs, seed=0, run_id="b", config={},
+                      data={"kind": "real", "dataset": "utkface"})
+    old.finish({}, [{"table": "Section III-A", "row": "UTKFace", "column": "images", "value": 100.0, "unit": "count"}])
+    record = json.loads(old.record_path.read_text())
+    del record["deviations"]  # a record written before records carried deviations
+    atomic.write_json(old.record_path, record)
+    summary = generate(runs, tmp_path / "tables", tmp_path / "README.md")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "tables" / "speziali__section-iii-a.csv", dtype=str, keep_default_na=False)
+    images = table[table["column"] == "images"].set_index("configuration")
+    assert images.loc["paper", "reproduced"] == "23,707" and images.loc["paper", "status"] == "differs"
+    assert images.loc["paper", "delta"] == "-1"
+    assert images.loc["not recorded", "reproduced"] == "100" and images.loc["not recorded", "n"] == "1"
+    share = table[table["column"] == "train share"].iloc[0]
+    assert share["status"] == "exact" and share["reproduced"] == "70.00"  # 70.004 is 70 at the printed precision
+    patience = pd.read_csv(tmp_path / "tables" / "speziali__section-iv-b.csv", dtype=str,
+                           keep_default_na=False).set_index("column").loc["patience"]
+    assert (patience["status"], patience["delta"], patience["data"]) == ("setting", "", "configuration (no data)")
+    stats = summary["papers"]["speziali"]
+    assert (stats["reproduced"], stats["exact"], stats["differs"], stats["settings"]) == (2, 1, 1, 1)
+    assert stats["published"] == stats["reproduced"] + stats["settings"] + stats["training"] + stats["not_here"] \
+        + stats["cited"]
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.splitlines()[6].startswith("| Paolo Speziali (speziali) | 61 | 2 | 1 | 1 | 0 | 1 |")
+
+
+def test_compare_at_the_printed_precision():
+    from results.catalogue import compare
+
+    assert compare(7_192_065, "7 192 065") == "exact" and compare(7_192_066, "7 192 065") == "differs"
+    assert compare(23_707, "23,708") == "differs" and compare(16_258, "16228") == "differs"
+    assert compare(0.384, "0.38") == "exact" and compare(0.386, "0.38") == "differs"
+    assert compare(52.49, "53") == "differs" and compare(52.5, "53") == "exact"
+    assert compare(33.3, "33") == "exact" and compare(1e-4, "0.0001") == "exact" and compare(1e-7, "1e-7") == "exact"
+    assert compare(5.0, "figure only") is None and compare(1.0, "stated") is None
+
+
+def test_unreproduced_cells_are_classified():
+    from results.catalogue import classify_unreproduced
+
+    assert classify_unreproduced("sundriyal", "Table 4.16", "OR-CNN", "Age MAE (in years)")[0] == "cited"
+    assert classify_unreproduced("sundriyal", "Table 4.16", "Ours (MTL+SEResnet)", "Age MAE (in years)")[0] == \
+        "training"
+    assert classify_unreproduced("jorgensen", "Table 3", "Baseline", "Gender accuracy")[0] == "cited"
+    assert classify_unreproduced("jorgensen", "Table 3", "Multitask Classification", "Gender accuracy")[0] == \
+        "training"
+    bucket, why = classify_unreproduced("sundriyal", "Table 4.2", "Gender", "Male Count")
+    assert bucket == "not here" and "truncated" in why
