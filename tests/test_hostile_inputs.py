@@ -357,3 +357,80 @@ def test_unreadable_label_file_is_one_data_error(tmp_path, monkeypatch):
         locked.chmod(0o644)
     message = str(err.value)
     assert "fold_2_data.txt" in message and "permission denied" in message and "fix:" in message
+
+
+# --------------------------------------------------------------------------------------------- issue 21
+
+NOT_UTF8 = "25_0_1_2017\udcff\udcfe0116174525125.jpg.chip.jpg"  # the bytes 0xff 0xfe, as the OS hands them over
+
+
+def _utk_folder_with_a_bad_name(root: Path) -> Path:
+    from agegender.data.synth import synthesize
+
+    synthesize("utkface", root, 30, seed=0, size=40)
+    (root / NOT_UTF8).write_bytes(next(root.glob("*.jpg")).read_bytes())
+    (root / "sub\udcff").mkdir()
+    (root / "sub\udcff" / "30_1_0_20170116174525125.jpg.chip.jpg").write_bytes(_jpeg(_face()))
+    assert os.fsencode(str(root / NOT_UTF8)).endswith(b"2017\xff\xfe0116174525125.jpg.chip.jpg")
+    return root
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_shown_escaped(tmp_path):
+    root = _utk_folder_with_a_bad_name(tmp_path / "faces")
+    samples = read_utkface(root)
+    assert len(samples.frame) == 30 and samples.files_seen == 31  # 30 faces and the bad name (not the marker)
+    bad = {s["file"]: s["reason"] for s in samples.skipped}
+    assert "25_0_1_2017\\xff\\xfe0116174525125.jpg.chip.jpg" in bad and "not valid UTF-8" in \
+        bad["25_0_1_2017\\xff\\xfe0116174525125.jpg.chip.jpg"]
+    assert "sub\\xff/" in bad  # a folder name too: its files are not read, it is reported
+    for item in samples.skipped:
+        item["file"].encode("utf-8")  # every name reported can be written anywhere
+    assert all(not any("\udc80" <= c <= "\udcff" for c in p) for p in samples.frame["path"])
+
+
+def test_a_name_that_is_not_utf8_does_not_sink_the_audit_or_training(tmp_path, capsys):
+    from agegender.cli import read_samples
+    from agegender.data.__main__ import main
+    from agegender.data.splits import make_split
+
+    root = _utk_folder_with_a_bad_name(tmp_path / "faces")
+    assert main(["audit", "utkface", "--data-dir", str(root), "--json", str(tmp_path / "audit.json")]) == 0
+    out = capsys.readouterr().out
+    assert "25_0_1_2017\\xff\\xfe0116174525125.jpg.chip.jpg" in out and "not valid UTF-8" in out
+    import json
+
+    report = json.loads((tmp_path / "audit.json").read_text(encoding="utf-8"))
+    assert report["samples"] == 30
+    assert any(s["file"] == "25_0_1_2017\\xff\\xfe0116174525125.jpg.chip.jpg" for s in report["skipped"])
+    # the training path: read, split, manifest, one batch of the pipeline
+    samples = read_samples("utkface", root)
+    split = make_split(samples, "speziali", seed=0)
+    split.save_manifest(tmp_path / "split.csv")
+    assert len((tmp_path / "split.csv").read_text(encoding="utf-8").splitlines()) == 31
+    ds = build_dataset(split.part("train"), {"age": Target("age", "regression")}, image_size=32, batch_size=4)
+    images, labels, weights = next(iter(ds))
+    assert images.shape == (4, 32, 32, 3)
+
+
+def test_read_samples_drops_images_training_cannot_use_and_refuses_an_all_bad_folder(tmp_path):
+    from agegender.cli import read_samples
+
+    good = _jpeg(_face())
+    names = [f"{20 + i}_0_1_2017011617452512{i}.jpg.chip.jpg" for i in range(6)]
+    for name in names[:3]:
+        (tmp_path / name).write_bytes(good)
+    (tmp_path / names[3]).write_bytes(b"")
+    (tmp_path / names[4]).write_text("<!DOCTYPE html><html>Quota exceeded</html>")
+    (tmp_path / names[5]).write_bytes(good[: len(good) // 2])
+    samples = read_samples("utkface", tmp_path)
+    assert sorted(samples.frame["file"]) == names[:3]
+    reasons = {s["file"]: s["reason"] for s in samples.skipped}
+    assert set(reasons) == set(names[3:]) and all(r.startswith("image not usable: ") for r in reasons.values())
+    expected = {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in check_images(tmp_path / n for n in names).skipped}
+    assert {f: r.removeprefix("image not usable: ") for f, r in reasons.items()} == expected  # training's own check
+    for name in names[:3]:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        read_samples("utkface", tmp_path)
+    message = str(err.value)
+    assert "none of the 6 images is usable" in message and str(tmp_path) in message and " — fix: " in message

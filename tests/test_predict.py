@@ -298,7 +298,7 @@ def test_astronaut_face_found_annotated_png_and_json(tmp_path, run_dir, astronau
 
     summary = predict_paths(run_dir, [astronaut_png], out_dir=tmp_path / "out", csv_path=tmp_path / "p.csv",
                             detector=detector, progress=False)
-    entries = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    entries = json.loads((tmp_path / "out" / "predictions.json").read_text())["results"]
     assert summary["faces"] == 1 and len(entries) == 1
     face = entries[0]["faces"][0]
     x, y, w, h = face["box"]
@@ -574,3 +574,167 @@ def test_utkface_geometry_measured_and_preset_recovers_chips(utkface_sample, det
         ious.append(_iou(crop_box, (left, top, chip.shape[1], chip.shape[0])))
         assert crop_face(canvas, best, preset).shape[:2] == (round(side), round(side))
     assert min(ious) > 0.6 and np.mean(ious) > 0.75, ious  # chips vary: some faces sit off-centre
+
+
+# --------------------------------------------------------------------------------------------
+# issue 21: predict names its model; export never removes what it did not create and checks itself
+
+
+def test_predict_output_names_the_run_and_warns_for_a_smoke_model(tmp_path, astronaut_png, capsys):
+    from agegender.__main__ import main
+
+    run = _write_run(tmp_path / "runs" / "utkface_xception" / "xception-scratch" / "20260101T000000Z-s0",
+                     _tiny_model(), _spec())
+    record = json.loads((run / "record.json").read_text())
+    record.update(reproduction="utkface_xception", experiment="xception-scratch", run_id=run.name,
+                  config={"smoke": True}, data={"kind": "generated"})
+    (run / "record.json").write_text(json.dumps(record))
+    code = main(["predict", str(astronaut_png), "--model", str(run), "--detector", "none", "--out",
+                 str(tmp_path / "out"), "--csv", str(tmp_path / "p.csv"), "--quiet", "--no-annotate"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    document = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert document["model"]["run"] == str(run) and document["model"]["run_id"] == run.name
+    assert document["model"]["experiment"] == "xception-scratch" and document["model"]["smoke"] is True
+    assert any("SMOKE RUN" in w for w in document["warnings"]) and any("generated" in w for w in document["warnings"])
+    assert len(document["results"]) == 1 and document["results"][0]["faces"]
+    assert "warning: the model is a SMOKE RUN" in err and f"utkface_xception/xception-scratch/{run.name}" in err
+    assert f"model: {run / 'model.keras'}" in out and "[SMOKE RUN]" in out
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert rows and all(row["model"] == str(run) for row in rows)
+
+
+def test_predict_of_a_real_run_has_no_warning(tmp_path, run_dir, astronaut_png, capsys):
+    from agegender.predict import predict_paths
+
+    summary = predict_paths(run_dir, [astronaut_png], out_dir=tmp_path / "out", detector="none", progress=False,
+                            annotate_images=False)
+    document = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert summary["warnings"] == [] and document["warnings"] == [] and document["model"]["smoke"] is False
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_predict_skips_a_file_name_that_is_not_utf8(tmp_path, run_dir, astronaut_png):
+    import shutil
+
+    from agegender.predict import predict_paths
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(astronaut_png, folder / "good.png")
+    shutil.copy(astronaut_png, folder / "bad\udcff\udcfe.png")  # the bytes 0xff 0xfe in the name, as os gives them
+    summary = predict_paths(run_dir, [folder], out_dir=tmp_path / "out", csv_path=tmp_path / "p.csv",
+                            detector="none", progress=False)
+    assert summary["entries"] == 2 and summary["faces"] == 1 and summary["errors"] == 1
+    bad = next(e for e in summary["results"] if e.get("error"))
+    assert bad["input"].endswith("bad\\xff\\xfe.png") and "not valid UTF-8" in bad["error"]
+    json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
+    assert "bad\\xff\\xfe.png" in (tmp_path / "p.csv").read_text(encoding="utf-8")
+
+
+@pytest.fixture()
+def tiny_run(tmp_path):
+    return _write_run(tmp_path / "runs" / "r1", _tiny_model(), _spec())
+
+
+@pytest.mark.parametrize("where", [".", "..", "run", "runs", "model"])
+def test_export_refuses_the_working_directory_and_folders_holding_the_run(where, tiny_run, tmp_path, monkeypatch,
+                                                                         capsys):
+    from agegender.__main__ import main
+
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "notes.txt").write_text("keep me")
+    monkeypatch.chdir(work)
+    target = {".": ".", "..": "..", "run": str(tiny_run), "runs": str(tiny_run.parent),
+              "model": str(tiny_run / "model.keras")}[where]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert main(["export", str(tiny_run), "--out", target, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and " — fix: " in err and "would replace it" in err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing removed, nothing left behind
+    assert (work / "notes.txt").read_text() == "keep me"
+
+
+def test_export_refuses_an_existing_path_unless_overwrite_then_swaps(tiny_run, tmp_path, capsys):
+    from agegender.__main__ import main
+    from agegender.export import export_model
+
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.4 precious")
+    folder = tmp_path / "results"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "deep" / "table.md").write_text("precious")
+    for target in (report, folder):
+        assert main(["export", str(tiny_run), "--out", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "non-empty" in err and "--overwrite" in err and "\n" not in err
+    assert report.read_bytes() == b"%PDF-1.4 precious" and (folder / "deep" / "table.md").read_text() == "precious"
+    # a folder that is not an earlier export is never replaced, even with --overwrite
+    assert main(["export", str(tiny_run), "--out", str(folder), "--overwrite"]) == 2
+    assert "not an earlier SavedModel export" in capsys.readouterr().err
+    assert (folder / "deep" / "table.md").read_text() == "precious"
+    # an earlier export is replaced with --overwrite: written beside, swapped in, the old one removed last
+    first = export_model(tiny_run, "savedmodel", tmp_path / "sm", check=False)
+    (Path(first["path"]) / "marker").write_text("old")
+    with pytest.raises(DataError, match="--overwrite"):
+        export_model(tiny_run, "savedmodel", tmp_path / "sm", check=False)
+    assert (tmp_path / "sm" / "marker").is_file()
+    second = export_model(tiny_run, "savedmodel", tmp_path / "sm", overwrite=True, check=False)
+    assert second["replaced"] == [str(tmp_path / "sm")] and not (tmp_path / "sm" / "marker").exists()
+    assert (tmp_path / "sm" / "saved_model.pb").is_file() and (tmp_path / "sm" / "agegender.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.pdf", "results", "runs", "sm"]  # no temporaries
+
+
+def test_an_export_that_fails_half_way_leaves_the_old_artefact(tiny_run, tmp_path, monkeypatch):
+    import agegender.export as export
+
+    export.export_model(tiny_run, "savedmodel", tmp_path / "sm", check=False)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "sm").rglob("*") if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full half-way")
+
+    monkeypatch.setattr(export, "_write_savedmodel", broken)
+    with pytest.raises(RuntimeError):
+        export.export_model(tiny_run, "savedmodel", tmp_path / "sm", overwrite=True, check=False)
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "sm").rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["runs", "sm"]
+
+
+def test_export_check_reports_the_largest_difference_from_the_keras_model(tiny_run, tmp_path):
+    import os
+
+    import keras
+
+    from agegender.data.synth import draw_face
+    from agegender.export import check_export, export_model
+    from agegender.predict import Predictor
+
+    old = os.umask(0o022)
+    try:
+        saved = export_model(tiny_run, "savedmodel", tmp_path / "sm")
+    finally:
+        os.umask(old)
+    check = saved["check"]
+    assert check["checked"] and check["within_tolerance"] and check["max_abs_difference"] < 1e-4
+    assert set(check["per_output"]) == {"raw_age", "raw_gender", "raw_race"}
+    assert json.loads((tmp_path / "sm" / "agegender.json").read_text())["check"] == check
+    modes = {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "sm").rglob("*") if p.is_file()}
+    assert modes == {"0o644"}  # the umask's mode, not TensorFlow's 0600
+    # a different model against the same artefact: the check must report the true difference
+    spec = _spec()
+    other = _tiny_model()
+    other.set_weights([w + 0.05 for w in keras.saving.load_model(tiny_run / "model.keras").get_weights()])
+    result = check_export(other, spec, "savedmodel", tmp_path / "sm")
+    rng = np.random.default_rng(0)
+    faces = [draw_face(float(a), g, r, rng, size=s) for s, (a, g, r) in
+             zip((200, 200, 200, 200, 97, 97, 97, 97), ((4, 0, 0), (23, 1, 1), (37, 0, 2), (52, 1, 3), (61, 0, 4),
+                                                         (75, 1, 0), (18, 0, 1), (45, 1, 2)))]
+    original = keras.saving.load_model(tiny_run / "model.keras")
+    a, b = Predictor(original, spec).raw(faces), Predictor(other, spec).raw(faces)
+    expected = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+    assert expected > 1e-3 and result["max_abs_difference"] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+    assert not result["within_tolerance"]

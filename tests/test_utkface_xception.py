@@ -276,7 +276,8 @@ def test_help_explains_every_option(capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for option in ("--data-dir", "--backbone", "--weights", "--preprocess", "--smoke", "--out", "--seed",
-                   "imagenet", "from scratch", "preprocess_input", "all"):
+                   "imagenet", "from scratch", "preprocess_input", "all", "--keep-duplicates-together",
+                   "byte-identical"):
         assert option in text, option
 
 
@@ -323,6 +324,92 @@ def test_missing_data_is_one_error_line(tmp_path, capsys):
     assert err.startswith("error: ") and "nowhere" in err and "\n" not in err and "Traceback" not in err
 
 
+def _absolute_paths(value, where="record") -> list[str]:
+    """Every string in a record that is an absolute path (or holds one)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _absolute_paths(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _absolute_paths(v, f"{where}[{i}]")]
+    if isinstance(value, str) and (value.startswith("/") or "/tmp/" in value or os.sep + "work" + os.sep in value):
+        return [f"{where} = {value}"]
+    return []
+
+
+def test_keep_duplicates_together_is_wired_into_the_split_the_records_and_the_tables(faces, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """Issue 21: --keep-duplicates-together reaches make_split, the run's own rows and folders, the record's
+    deviations; the data is described without absolute paths; images training cannot decode are out of the
+    split, split.csv and the counts."""
+    import hashlib
+    import shutil
+
+    data = tmp_path / "faces"
+    shutil.copytree(faces, data)
+    kept = sorted(p for p in data.glob("*.jpg") if 10 <= int(p.name.split("_")[0]) <= 65)
+    for i, source in enumerate(kept[:30]):  # 30 byte-identical copies under other names (other labels)
+        shutil.copy(source, data / f"{20 + i}_{i % 2}_{i % 5}_2017030100{i:07d}.jpg.chip.jpg")
+    (data / "40_0_0_20170301999999991.jpg.chip.jpg").write_bytes(b"")  # unusable images
+    (data / "41_1_1_20170301999999992.jpg.chip.jpg").write_text("<!DOCTYPE html><html></html>")
+    trained = []
+    monkeypatch.setattr(dey, "run_backbone", lambda exp, split, datasets, **kw: trained.append((exp, split)) or
+                        {"exp": exp, "record": None, "metrics": {}, "cells": [], "figures": {}})
+    monkeypatch.setattr(dey, "make_datasets", lambda *a, **k: {})
+    assert dey.main(["--data-dir", str(data), "--smoke", "--keep-duplicates-together", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    (exp, split), = trained
+    assert exp.keep_duplicates_together and dey.table_row(exp) == "Xception (from scratch, duplicates in one split)"
+    assert dey.experiment_name(exp) == "xception-scratch-duplicates_together"
+    digests = split.frame["path"].map(lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest())
+    assert split.frame.groupby(digests)["split"].nunique().max() == 1  # no group in two splits
+    assert split.info["duplicates"]["kept_together"] and split.info["duplicates"]["groups"] > 0
+    records = {p.parent.parent.name: json.loads(p.read_text())
+               for p in (tmp_path / "o" / "runs" / "utkface_xception").glob("*/*/record.json")}
+    record = records["protocol-duplicates_together"]
+    assert record["deviations"]["keep_duplicates_together"] is True and record["deviations"]["smoke"] is True
+    assert record["config"]["keep_duplicates_together"] is True
+    assert record["metrics"]["split"]["duplicates"]["kept_together"] is True
+    assert record["data"]["path"] == "faces" and record["data"]["fingerprint"]["files"] == len(list(data.iterdir()))
+    assert _absolute_paths(record) == []
+    # what is counted is what is trained on: the two unusable files are out everywhere and listed once
+    manifest = pd.read_csv(next((tmp_path / "o" / "runs" / "utkface_xception").glob("protocol-*/*/split.csv")))
+    assert len(manifest) == len(split.frame) == record["data"]["aged_10_65"] == sum(record["data"]["counts"].values())
+    assert not manifest["file"].str.startswith(("40_0_0_20170301999999991", "41_1_1_20170301999999992")).any()
+    assert record["data"]["images_unusable"] == 2 and record["data"]["images_read"] == 200 + 30 + 2
+    assert record["data"]["images_used"] == 160  # the smoke run's seeded subset, drawn from the usable images
+    skipped = {s["file"] for s in record["metrics"]["images_skipped"]}
+    assert {"40_0_0_20170301999999991.jpg.chip.jpg", "41_1_1_20170301999999992.jpg.chip.jpg"} <= skipped
+    assert "2 image(s) training cannot decode" in out and "byte-identical files kept in one split" in out
+    split_table = pd.read_csv(tmp_path / "o" / "tables" / "dey_aggarwal__section-4-1.csv")
+    ours = split_table[split_table["row"] == "split (duplicates in one split)"]
+    assert len(ours) == 4 and ours["notes"].str.contains("kept in one split").all()
+    # the paper's split, run with the same data: its own folder, its row and the note that says what it did
+    assert dey.main(["--data-dir", str(data), "--smoke", "--out", str(tmp_path / "o")]) == 0
+    records = {p.parent.parent.name: json.loads(p.read_text())
+               for p in (tmp_path / "o" / "runs" / "utkface_xception").glob("*/*/record.json")}
+    assert "keep_duplicates_together" not in records["protocol"]["deviations"]
+    assert records["protocol"]["metrics"]["split"]["duplicates"] == {"kept_together": False}
+    split_table = pd.read_csv(tmp_path / "o" / "tables" / "dey_aggarwal__section-4-1.csv")
+    paper_rows = split_table[split_table["row"] == "split"]
+    assert len(paper_rows) == 4 and paper_rows["notes"].str.contains("may fall in different parts").all()
+
+
+def test_a_read_only_output_folder_stops_the_run_before_reading_data(tmp_path, monkeypatch, capsys):
+    from agegender import atomic
+
+    real = atomic.check_writable
+
+    def refuse(folder, **kwargs):
+        if str(folder).startswith(str(tmp_path / "ro")):
+            raise DataError("output folder is not writable (permission denied)", path=folder, fix="choose another --out")
+        return real(folder, **kwargs)
+
+    monkeypatch.setattr(atomic, "check_writable", refuse)
+    monkeypatch.setattr(dey, "load_split", lambda *a, **k: pytest.fail("data read before the output was checked"))
+    assert dey.main(["--data-dir", str(tmp_path), "--smoke", "--out", str(tmp_path / "ro")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not writable" in err and "\n" not in err
+
+
 # ---------------------------------------------------------------------------------------------- smoke run
 
 
@@ -348,7 +435,11 @@ def test_smoke_run_on_generated_faces_writes_tables_and_figures(faces, tmp_path)
             assert sorted(model.output_names) == ["age", "ethnicity", "gender"]
             for name in ("fig01_test_predictions", "fig02_accuracy", "fig03_age_mae", "learning_curves",
                          "confusion_ethnicity", "confusion_gender"):
-                assert os.path.getsize(record["figures"][name]) > 1000, name
+                assert not os.path.isabs(record["figures"][name])  # relative to --out: no machine path
+                assert os.path.getsize(tmp_path / record["figures"][name]) > 1000, name
+            assert record["deviations"] == {"epochs": 1, "input_size": None, "max_images": 160, "weights": None,
+                                            "smoke": True}
+        assert _absolute_paths(record) == [], path
 
     rows = ("Transformer (from scratch)",)
     for table in ("table-1", "table-2", "table-3"):
