@@ -373,6 +373,12 @@ def _relative(path: str, base: Path) -> str:
         return str(path)
 
 
+def _short(authors: str) -> str:
+    """``Speziali``, ``Gu & Yang``, ``Jørgensen et al.`` from the catalogue's author list."""
+    names = [a.strip().split()[-1] for a in authors.split(",") if a.strip()]
+    return names[0] if len(names) == 1 else " & ".join(names) if len(names) == 2 else f"{names[0]} et al."
+
+
 def _readme(papers: dict, index, skipped) -> str:
     from results.catalogue import COVERAGE, PAPERS
 
@@ -390,7 +396,7 @@ def _readme(papers: dict, index, skipped) -> str:
         here = COVERAGE.get(paper, {})
         if s["training"] and here.get("training_here"):
             why = "; ".join(w for w in (why, here.get("training", "")) if w)
-        lines.append(f"| {PAPERS[paper]['authors'].split(',')[0]} ({paper}) | {s['published']} | {s['reproduced']} | "
+        lines.append(f"| {_short(PAPERS[paper]['authors'])} ({paper}) | {s['published']} | {s['reproduced']} | "
                      f"{s['exact']} | {s['differs']} | {s['unprinted']} | {s['settings']} | {s['training']} | "
                      f"{s['not_here']} | {s['cited']} | {why} |")
     lines += ["",

@@ -179,7 +179,7 @@ def test_paper_configuration_missing_deviations_and_settings(tmp_path):
     assert stats["published"] == stats["reproduced"] + stats["settings"] + stats["training"] + stats["not_here"] \
         + stats["cited"]
     readme = (tmp_path / "README.md").read_text()
-    assert readme.splitlines()[6].startswith("| Paolo Speziali (speziali) | 61 | 2 | 1 | 1 | 0 | 1 |")
+    assert readme.splitlines()[6].startswith("| Speziali (speziali) | 61 | 2 | 1 | 1 | 0 | 1 |")
 
 
 def test_compare_at_the_printed_precision():
