@@ -8,6 +8,19 @@ import sys
 from agegender.errors import DataError
 
 
+def _reports(args) -> None:
+    """The per-paper comparisons written next to the tables (``results/speziali.md``)."""
+    from pathlib import Path
+
+    from results.speziali import write_report
+
+    here = Path(__file__).resolve().parent
+    runs = Path(args.runs) if args.runs else here / "runs"
+    published = Path(args.published) if args.published else here / "published"
+    out = (Path(args.readme).parent if args.readme else here) / "speziali.md"
+    write_report(runs, published / "speziali.csv", out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m results",
@@ -22,6 +35,7 @@ def main(argv=None) -> int:
 
     try:
         summary = generate(args.runs, args.out, args.readme, args.published)
+        _reports(args)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
