@@ -265,12 +265,15 @@ def load_dataset(dataset: str, root, exp: GuYangExperiment, tfds_dir=None) -> di
                         f"{counts})", path=root, fix=f"point --{dataset.replace('_', '-')} at the {LABEL[dataset]} "
                                                    "folder (at least ~10 usable images)")
     kind = data_kind(root, dataset, len(samples.frame))
-    info = {"kind": kind, "dataset": dataset, "root": str(Path(root).resolve()), "images_read": len(samples.frame),
+    from agegender.data.provenance import describe_data
+
+    # named by a path relative to the data root and a fingerprint, never an absolute path (records are committed)
+    described = describe_data(dataset, tfds_dir if tfds_dir is not None else root,
+                              **({"prepared": True} if tfds_dir is not None else {}))
+    info = {"kind": kind, **described, "images_read": len(samples.frame),
             "files_skipped_by_reader": len(samples.skipped), "images_usable": len(frame),
             "dropped_outside_1_80": split.info.get("dropped_outside_1_80"), "counts": counts,
             "notes": notes + list(samples.notes)}
-    if tfds_dir is not None:
-        info["prepared"] = str(Path(tfds_dir).resolve())
     return {"samples": samples, "frame": frame, "split": split, "info": info}
 
 
@@ -746,8 +749,28 @@ def _out_paths(out) -> dict:
 
 
 def training_config(exp: GuYangExperiment) -> dict:
-    """The settings that determine a trained model (presentation-only fields left out)."""
-    return {k: v for k, v in dataclasses.asdict(exp).items() if k not in TRAINING_FIELDS_EXCLUDED}
+    """The settings that determine a trained model (presentation-only fields left out); a weights file is named
+    by its name and fingerprint, never by its path on this machine."""
+    from agegender.data.provenance import fingerprint_files
+
+    config = {k: v for k, v in dataclasses.asdict(exp).items() if k not in TRAINING_FIELDS_EXCLUDED}
+    if exp.weights not in (None, "imagenet"):
+        config["weights"] = {"file": Path(exp.weights).name, **fingerprint_files(exp.weights)}
+    return config
+
+
+def record_deviations(exp: GuYangExperiment, accumulation: int = 1, micro_batch: int | None = None) -> dict:
+    """The settings that differ from the paper's (or, where it states none, from our documented defaults): the
+    record's ``deviations``, by which the tables keep such runs in rows of their own."""
+    from agegender.records import deviations_from
+
+    out = deviations_from(exp, GuYangExperiment(), ignore=("seed", "precision", "run_eagerly",
+                                                            *TRAINING_FIELDS_EXCLUDED))
+    if "weights" in out and out["weights"] is not None:
+        out["weights"] = "file " + Path(str(out["weights"])).name
+    if accumulation > 1:  # the batch of 256 reached by accumulation: batch-norm statistics from micro-batches
+        out["micro_batch_size"] = micro_batch
+    return out
 
 
 def study_key(exp: GuYangExperiment) -> str:
@@ -764,10 +787,11 @@ def _combined_kind(kinds) -> str:
     return "none"
 
 
-def collect_study(runs_dir, key: str, roots: dict) -> tuple[list[dict], dict, dict]:
+def collect_study(runs_dir, key: str, sources: dict) -> tuple[list[dict], dict, dict]:
     """Complete records of study ``key``: model results (newest per model), distributions and data facts.
 
-    A record of a dataset given in this command counts only when it read the same folder.
+    ``sources``: ``{dataset: fingerprint}`` of the data this command read; a record of such a dataset
+    counts only when it read the same data (the same fingerprint, wherever the folder lies).
     """
     from agegender.records import load_records
 
@@ -777,8 +801,8 @@ def collect_study(runs_dir, key: str, roots: dict) -> tuple[list[dict], dict, di
         if record.get("reproduction") != REPRODUCTION or (record.get("config") or {}).get("study") != key:
             continue
         data = record.get("data") or {}
-        given = {d: r for d, r in (data.get("roots") or {}).items() if d in roots}
-        if any(str(Path(roots[d]).resolve()) != r for d, r in given.items()):
+        given = {d: f for d, f in (data.get("sources") or {}).items() if d in sources}
+        if any(sources[d] != f for d, f in given.items()):
             continue
         stamp = str(record.get("finished_utc") or record.get("started_utc") or "")
         if stamp >= newest.get(record["experiment"], ("",))[0]:
@@ -849,8 +873,7 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
     if strategy != "default":  # settings the strategy cannot run fail before hours of reading (TensorFlow loads)
         dist_strategy = _checked_strategy(strategy, exp, micro_batch, accumulation)
     data = {d: load_dataset(d, roots[d], exp, tfds_dir) for d in needed}  # DataErrors stay one line (no TensorFlow)
-    if tfds_dir is not None:  # the roots the prepared data name (collect_study matches records on them)
-        roots = {d: data[d]["info"]["root"] for d in needed}
+    sources = {d: data[d]["info"].get("fingerprint") for d in needed}  # collect_study matches records on them
 
     import keras
 
@@ -871,6 +894,7 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
     notes = deviations(exp, accumulation, micro_batch)
     note = "; ".join(notes)
     base_config = {**training_config(exp), "study": key}
+    run_deviations = record_deviations(exp, accumulation, micro_batch)
 
     dists = {}
     for dataset in needed:
@@ -879,9 +903,9 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
         dists[dataset] = {n: distribution(split, n) for n in GROUPS}
         log(f"[gu-yang] {LABEL[dataset]}: {info['images_usable']:,} usable of {info['images_read']:,} read "
             f"({info['kind']}); split {info['counts']}")
-        described = {**{k: v for k, v in info.items() if k != "notes"}, "roots": {dataset: info["root"]}}
+        described = {**{k: v for k, v in info.items() if k != "notes"}, "sources": {dataset: sources[dataset]}}
         recorder = RunRecorder(REPRODUCTION, f"data_{dataset}", config=base_config, seed=exp.seed, data=described,
-                               paper=PAPER, out=paths["runs"], resume=not fresh)
+                               paper=PAPER, out=paths["runs"], resume=not fresh, deviations=run_deviations)
         split.save_manifest(recorder.run_dir / "split.csv")
         recorder.finish({"distribution": {str(n): d for n, d in dists[dataset].items()}, "counts": info["counts"],
                          "notes": info["notes"]}, data_cells(dataset, info, dists[dataset], note))
@@ -890,14 +914,16 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
     for i, spec in enumerate(specs, 1):
         datasets_used = DATASETS if spec.source == "multi" else (spec.source,)
         info = {"kind": _combined_kind(data[d]["info"]["kind"] for d in datasets_used), "dataset": spec.source,
-                "roots": {d: data[d]["info"]["root"] for d in datasets_used},
+                "sources": {d: sources[d] for d in datasets_used},
+                "paths": {d: data[d]["info"]["path"] for d in datasets_used},
                 "counts": {d: data[d]["info"]["counts"] for d in datasets_used}}
         config = {**base_config, "source": spec.source, "backbone": spec.backbone, "task_set": spec.task_set,
                   "groups": spec.groups, "micro_batch_size": micro_batch, "gradient_accumulation_steps": accumulation,
                   "effective_batch_size": exp.batch_size, "precision_policy": precision,
                   "deterministic": bool(deterministic), "strategy": strategy_info}
         recorder = RunRecorder(REPRODUCTION, spec.experiment, config=config, seed=exp.seed, data=info, paper=PAPER,
-                               out=paths["runs"], resume=not fresh, preprocessing=preprocessing(exp, spec, info["kind"]))
+                               out=paths["runs"], resume=not fresh, preprocessing=preprocessing(exp, spec, info["kind"]),
+                               deviations=run_deviations)
         title = f"{get_label(spec)} ({i}/{len(specs)})"
         if recorder.complete:
             metrics = recorder.record["metrics"]
@@ -944,8 +970,9 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
                                                             age_group_labels(spec.groups),
                                                             recorder.run_dir / "age_confusion.png",
                                                             f"Validation age groups, {get_label(spec)}"))
-            recorder.finish(metrics, model_cells(spec, val["age"]["accuracy"], exp, note), figures=figures,
-                            pipeline_skipped=list(skipped))
+            recorder.finish(metrics, model_cells(spec, val["age"]["accuracy"], exp, note),
+                            figures={k: relative(v, recorder.run_dir) for k, v in figures.items()},
+                            pipeline_skipped=portable_report(skipped, frame))
             del model
             keras.backend.clear_session()
         val = metrics["val"]["age"]
@@ -954,7 +981,7 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
         results.append({**metrics["model"], "accuracy": val["accuracy"], "majority": val["majority_baseline"]})
 
     # the study: every complete model of these settings in this output folder, this command's included
-    study_results, study_dists, facts = collect_study(paths["runs"], key, roots)
+    study_results, study_dists, facts = collect_study(paths["runs"], key, sources)
     claims = evaluate_claims(study_results, study_dists, exp.similar_tolerance)
     folder = paths["figures"] / REPRODUCTION / f"study-{key}"
     figure_paths = study_figures(study_results, study_dists, folder, exp)
@@ -974,9 +1001,12 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
                                                        "similar_tolerance": exp.similar_tolerance},
                         seed=exp.seed, data={"kind": _combined_kind(k for k in kinds if k), "dataset": "study",
                                              "models": len(study_results)},
-                        paper=PAPER, out=paths["runs"], run_id=f"study-{key}", resume=False)
+                        paper=PAPER, out=paths["runs"], run_id=f"study-{key}", resume=False,
+                        deviations=run_deviations)
+    root = paths["runs"].parent  # figure paths relative to the output folder
     study.finish({"claims": claims, "models": study_results}, study_cells,
-                 figures={k: str(v) for k, v in sorted(figure_paths.items())}, figures_dir=str(folder))
+                 figures={k: relative(v, root) for k, v in sorted(figure_paths.items())},
+                 figures_dir=relative(folder, root))
     summary = generate(paths["runs"], paths["tables"], paths["readme"])
     return {"study": key, "results": results, "study_results": study_results, "claims": claims,
             "failures": failures, "figures": figure_paths, "figures_dir": folder, "tables_dir": paths["tables"],
@@ -1000,6 +1030,17 @@ def _checked_strategy(name: str, exp: GuYangExperiment, micro_batch: int, accumu
                 "--strategy default (one device)")
     per_replica_batch(micro_batch, dist_strategy)  # the global batch must split evenly over the replicas
     return dist_strategy
+
+
+def relative(path, base) -> str:
+    """``path`` relative to ``base`` (POSIX form): records name their files so, never by a machine path."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+def portable_report(report: list[dict], frame) -> list[dict]:
+    """The pipeline's ``{file, reason}`` list with each file named by its ``file`` column, not its absolute path."""
+    names = dict(zip(frame["path"].astype(str), frame["file"].astype(str)))
+    return [{**item, "file": names.get(str(item["file"]), Path(str(item["file"])).name)} for item in report]
 
 
 def get_label(spec: ModelSpec) -> str:
