@@ -116,6 +116,11 @@ def model_facts() -> dict:
         cell(b, "dropout", "rate", drops[0].rate, "scalar",
              note + "; rates of the two branches: " + ", ".join(f"{d.rate:g}" for d in drops)),
     ]
+    printed = "not in the catalogue: Section III-B prints 'two output neurons' (softmax) and 'a single output neuron'"
+    for task in ("gender", "age"):
+        head = model.get_layer(task)
+        cells.append(cell(b, f"{task} output", "neurons", head.units, "count",
+                          f"{note}; activation {head.activation.__name__}; {printed}"))
     metrics = {"parameters": int(model.count_params())}
     keras.backend.clear_session()
     return {"experiment": "speziali_model", "data": dict(NO_DATA), "config": {"builder": "build_dual_cnn",
