@@ -144,6 +144,9 @@ def _run(argv=None) -> int:
         for key in ("json", "csv", "out"):
             if summary[key]:
                 print(f"{key}: {summary[key]}")
+        if summary["errors"] and summary["errors"] == summary["entries"]:
+            print(f"error: none of the {summary['entries']} input(s) could be read (each is listed above) — fix: "
+                  "pass image files (JPEG, PNG, BMP, GIF, WebP), folders holding them, or videos", file=sys.stderr)
         return 1 if summary["errors"] else 0
     if args.command == "export":
         from agegender.export import export_model

@@ -73,7 +73,7 @@ def drop_unusable_images(samples: Samples, *, require: bool = False) -> Samples:
         reasons: dict[str, int] = {}
         for reason in bad.values():
             reasons[reason] = reasons.get(reason, 0) + 1
-        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+        summary = ", ".join(f"{n} × {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
         example = frame.loc[drop, "file"].iloc[0]
         raise DataError(f"none of the {int(present.sum()):,} images is usable ({summary}; e.g. {example})",
                         path=samples.root,
