@@ -207,3 +207,18 @@ def test_write_record_is_idempotent(tmp_path):
     changed = [dict(cells[0], value=23_707.0)] + cells[1:]
     _, written = write_record(tmp_path, "toy", cells=changed, **args)
     assert written and json.loads(path.read_text())["cells"][0]["status"] == "differs"
+
+
+def test_command_runs_what_the_data_root_allows(tmp_path, capsys):
+    """A data root without UTKFace: the model build and settings records are still written, the command says
+    what it skipped and exits 1; no record names an absolute path."""
+    from reproductions.facts.__main__ import main
+
+    (tmp_path / "data").mkdir()
+    code = main(["--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--papers", "speziali",
+                 "--no-tables"])
+    assert code == 1 and "skipped part of speziali" in capsys.readouterr().err
+    written = sorted(p.parent.parent.name for p in (tmp_path / "runs").rglob("record.json"))
+    assert written == ["speziali_model", "speziali_settings"]
+    for path in (tmp_path / "runs").rglob("record.json"):
+        assert str(tmp_path) not in path.read_text()

@@ -156,6 +156,6 @@ def settings() -> dict:
     return {"experiment": "dey_aggarwal_settings", "data": dict(NO_DATA), "config": {"source": src}, "cells": cells}
 
 
-def experiments(root: Path, figures: Path, out: Path) -> list[dict]:
-    """Every Dey & Aggarwal experiment of the facts command."""
-    return [data_facts(root, figures, out), model_facts(), settings()]
+def experiments(root: Path, figures: Path, out: Path) -> list:
+    """Every Dey & Aggarwal experiment of the facts command, as functions run one by one."""
+    return [lambda: data_facts(root, figures, out), model_facts, settings]

@@ -131,6 +131,7 @@ def settings() -> dict:
     return {"experiment": "gu_yang_settings", "data": dict(NO_DATA), "config": {"source": src}, "cells": cells}
 
 
-def experiments(root: Path, figures: Path, out: Path) -> list[dict]:
-    """Every Gu & Yang experiment of the facts command."""
-    return [dataset_facts("imdb_wiki", root, figures, out), dataset_facts("utkface", root, figures, out), settings()]
+def experiments(root: Path, figures: Path, out: Path) -> list:
+    """Every Gu & Yang experiment of the facts command, as functions run one by one."""
+    return [lambda: dataset_facts("imdb_wiki", root, figures, out), lambda: dataset_facts("utkface", root, figures, out),
+            settings]

@@ -168,6 +168,6 @@ def settings() -> dict:
     return {"experiment": "jorgensen_settings", "data": dict(NO_DATA), "config": {"source": src}, "cells": cells}
 
 
-def experiments(root: Path, figures: Path, out: Path) -> list[dict]:
-    """Every Jørgensen experiment of the facts command."""
-    return [data_facts(root, figures, out), model_facts(), settings()]
+def experiments(root: Path, figures: Path, out: Path) -> list:
+    """Every Jørgensen experiment of the facts command, as functions run one by one."""
+    return [lambda: data_facts(root, figures, out), model_facts, settings]

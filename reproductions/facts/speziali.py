@@ -147,6 +147,6 @@ def settings() -> dict:
     return {"experiment": "speziali_settings", "data": dict(NO_DATA), "config": {"source": src}, "cells": cells}
 
 
-def experiments(root: Path, figures: Path, out: Path) -> list[dict]:
-    """Every Speziali experiment of the facts command."""
-    return [data_facts(root), model_facts(), settings()]
+def experiments(root: Path, figures: Path, out: Path) -> list:
+    """Every Speziali experiment of the facts command, as functions run one by one."""
+    return [lambda: data_facts(root), model_facts, settings]

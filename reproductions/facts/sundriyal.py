@@ -183,6 +183,6 @@ def settings() -> dict:
     return {"experiment": "sundriyal_settings", "data": dict(NO_DATA), "config": {"source": src}, "cells": cells}
 
 
-def experiments(root: Path, figures: Path, out: Path) -> list[dict]:
-    """Every Sundriyal experiment of the facts command."""
-    return [utkface_facts(root), celeba_facts(root), model_facts(), settings()]
+def experiments(root: Path, figures: Path, out: Path) -> list:
+    """Every Sundriyal experiment of the facts command, as functions run one by one."""
+    return [lambda: utkface_facts(root), lambda: celeba_facts(root), model_facts, settings]
