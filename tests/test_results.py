@@ -136,8 +136,10 @@ def test_runs_differing_only_in_epochs_get_two_lines(tmp_path):
     lines = table[(table["row"] == "Multi-task CNN") & (table["column"] == "Age task")]
     assert len(lines) == 2
     by_config = dict(zip(lines["configuration"], zip(lines["reproduced"], lines["n"])))
-    assert by_config == {"epochs=1; input_size=32; max_images=240": ("1", "1"),
-                         "epochs=2; input_size=32; max_images=240": ("2 ± 0", "2")}
+    one, two = sorted(by_config)
+    assert "epochs=1" in one.split("; ") and one.replace("epochs=1", "epochs=2") == two  # labelled, differ in epochs
+    assert "input_size=32" in one.split("; ")  # the other smoke deviations are named too
+    assert by_config[one] == ("1", "1") and by_config[two] == ("2 ± 0", "2")
     assert (lines["published"] == "9").all() and set(lines["data"]) == {"generated faces"}
 
 
