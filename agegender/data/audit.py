@@ -122,6 +122,9 @@ def audit(dataset: str, data_dir, *, protocol: str | None = None, coral_csv_dir=
     if protocol == "adience_folds":
         result["splits"] = {protocol: {f"fold_{k}": int((frame["fold"] == k).sum()) for k in range(5)}}
         split_of = dict(zip(frame["path"], "fold_" + frame["fold"].astype(str)))
+        if keep_duplicates_together:
+            result["notes"].append("--keep-duplicates-together does not change the fold counts reported here (the "
+                                   "folds are the fold files'); make_split applies it to each fold's train/test split")
     else:
         kwargs = {"csv_dir": coral_csv_dir} if protocol == "coral" else {}
         if protocol == "coral" and coral_csv_dir is None:
