@@ -369,7 +369,8 @@ def check_export(model, spec: Preprocessing, fmt: str, path: Path, check_faces=N
     largest = max(worst.values()) if worst else 0.0
     result = {"checked": True, "faces": source, "compared_with": "the .keras model through the evaluation "
               "preprocessing (agegender.predict.Predictor)", "max_abs_difference": largest,
-              "per_output": worst, "tolerance": CHECK_TOLERANCE[fmt], "within_tolerance": largest <= CHECK_TOLERANCE[fmt]}
+              "per_output": worst, "tolerance": CHECK_TOLERANCE[fmt],
+              "within_tolerance": largest <= CHECK_TOLERANCE[fmt]}
     if not result["within_tolerance"] and log is not None:
         log(f"warning: the exported {fmt} model differs from the .keras model by up to {largest:.3g} "
             f"(tolerance {CHECK_TOLERANCE[fmt]:g}) on {source}")

@@ -160,8 +160,8 @@ GENDER_LABELS = ("Male", "Female")  # Sec. 3.1: gender 0 male / 1 female
 TASK_LABELS = {"ethnicity": RACE_LABELS, "gender": GENDER_LABELS}
 SMOKE_OUT = Path(__file__).resolve().parents[1] / "build" / "smoke" / REPRODUCTION  # keeps smoke runs out of results/
 DUPLICATES_VARIANT = "duplicates in one split"  # row label part of --keep-duplicates-together
-DUPLICATES_NOTE = ("byte-identical files kept in one split (--keep-duplicates-together; the paper's split does not look "
-                   "at file contents)")
+DUPLICATES_NOTE = ("byte-identical files kept in one split (--keep-duplicates-together; the paper's split does not "
+                   "look at file contents)")
 PAPER_DUPLICATES_NOTE = ("the paper's split: byte-identical files (the same photo under two names) may fall in "
                          "different parts; --keep-duplicates-together keeps them in one")
 

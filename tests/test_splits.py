@@ -161,7 +161,8 @@ def _groups_by_content(frame):
 
 def _coral_csvs(frame, folder):
     folder.mkdir(exist_ok=True)
-    for name, part in (("utk_train.csv", frame.iloc[: len(frame) * 3 // 4]), ("utk_test.csv", frame.iloc[len(frame) * 3 // 4:])):
+    cut = len(frame) * 3 // 4
+    for name, part in (("utk_train.csv", frame.iloc[:cut]), ("utk_test.csv", frame.iloc[cut:])):
         pd.DataFrame({"file": part["file"], "age": (part["age"] - 21).astype(int)}).to_csv(folder / name)
     return folder
 

@@ -354,7 +354,8 @@ def test_keep_duplicates_together_is_wired_into_the_split_the_records_and_the_ta
     monkeypatch.setattr(dey, "run_backbone", lambda exp, split, datasets, **kw: trained.append((exp, split)) or
                         {"exp": exp, "record": None, "metrics": {}, "cells": [], "figures": {}})
     monkeypatch.setattr(dey, "make_datasets", lambda *a, **k: {})
-    assert dey.main(["--data-dir", str(data), "--smoke", "--keep-duplicates-together", "--out", str(tmp_path / "o")]) == 0
+    assert dey.main(["--data-dir", str(data), "--smoke", "--keep-duplicates-together", "--out",
+                     str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     (exp, split), = trained
     assert exp.keep_duplicates_together and dey.table_row(exp) == "Xception (from scratch, duplicates in one split)"
@@ -400,7 +401,8 @@ def test_a_read_only_output_folder_stops_the_run_before_reading_data(tmp_path, m
 
     def refuse(folder, **kwargs):
         if str(folder).startswith(str(tmp_path / "ro")):
-            raise DataError("output folder is not writable (permission denied)", path=folder, fix="choose another --out")
+            raise DataError("output folder is not writable (permission denied)", path=folder,
+                            fix="choose another --out")
         return real(folder, **kwargs)
 
     monkeypatch.setattr(atomic, "check_writable", refuse)
