@@ -94,18 +94,24 @@ reproduce-utkface-transfer: install  ## Dey & Aggarwal: UTKFace multi-head model
 
 CORAL_DIR ?=
 CELEBA_DIR ?=
-BACKBONE ?= senet50_128
 BACKBONE_WEIGHTS ?=
+SENET_WEIGHTS ?= $(BACKBONE_WEIGHTS)
+RESNET_WEIGHTS ?=
 MTL_ARGS ?=
-MTL = $(PY) -m reproductions.mtl_weighted_loss --backbone $(BACKBONE) $(if $(BACKBONE_WEIGHTS),--backbone-weights "$(BACKBONE_WEIGHTS)") $(MTL_ARGS)
+MTL = $(PY) -m reproductions.mtl_weighted_loss $(MTL_ARGS)
+MTL_SENET = --backbone senet50_128 $(if $(SENET_WEIGHTS),--backbone-weights "$(SENET_WEIGHTS)")
+MTL_RESNET = --backbone resnet50 $(if $(RESNET_WEIGHTS),--backbone-weights "$(RESNET_WEIGHTS)")
 .PHONY: reproduce-mtl
-reproduce-mtl: install  ## Sundriyal: learned loss weights + Early Freeze MTL, Tables 4.1-4.16, 5.1-5.5 (DATA_DIR=UTKFace, CORAL_DIR=folder of utk_train.csv/utk_test.csv, CELEBA_DIR=CelebA; BACKBONE_WEIGHTS=converted VGGFace2 .h5, else ImageNet ResNet-50 substitutes; GPU advised; MTL_ARGS="--smoke" for a 1.5-min check)
+reproduce-mtl: install  ## Sundriyal: learned loss weights + Early Freeze MTL on both backbones: SE-ResNet-50-128D (Tables 4.10, 4.15, 4.16, 5.1, 5.3-5.5, Sec. 5.2, Figs 4.7/4.8) and ResNet-50 (Tables 4.9, 4.14, 5.2, Sec. 5.3, Figs 5.3/5.4); DATA_DIR=UTKFace, CORAL_DIR=folder of utk_train.csv/utk_test.csv, CELEBA_DIR=CelebA; SENET_WEIGHTS / RESNET_WEIGHTS=converted VGGFace2 .h5, else ImageNet ResNet-50 substitutes (labelled); GPU advised; MTL_ARGS="--smoke" for a quick check
 	@test -n "$(DATA_DIR)$(CELEBA_DIR)" || { echo "error: set DATA_DIR=<UTKFace> (and CORAL_DIR=<coral csv folder>) and/or CELEBA_DIR=<CelebA>"; exit 2; }
 	@if [ -n "$(DATA_DIR)" ]; then set -e; U='--dataset utkface --data-dir "$(DATA_DIR)" $(if $(CORAL_DIR),--coral-csv-dir "$(CORAL_DIR)")'; \
-	  eval $(MTL) $$U --method all; eval $(MTL) $$U --method mtl --loss average; eval $(MTL) $$U --method mtl --no-early-freeze; \
-	  for L in 0.001 0.01 1; do eval $(MTL) $$U --method mtl --lambda $$L; done; fi
+	  eval $(MTL) $(MTL_SENET) $$U --method all; eval $(MTL) $(MTL_SENET) $$U --method mtl --loss average; \
+	  eval $(MTL) $(MTL_SENET) $$U --method mtl --no-early-freeze; \
+	  for L in 0.001 0.01 1; do eval $(MTL) $(MTL_SENET) $$U --method mtl --lambda $$L; done; \
+	  eval $(MTL) $(MTL_RESNET) $$U --method all; fi
 	@if [ -n "$(CELEBA_DIR)" ]; then set -e; C='--dataset celeba --data-dir "$(CELEBA_DIR)"'; \
-	  eval $(MTL) $$C --method all; eval $(MTL) $$C --method mtl --loss average; fi
+	  eval $(MTL) $(MTL_SENET) $$C --method all; eval $(MTL) $(MTL_SENET) $$C --method mtl --loss average; \
+	  eval $(MTL) $(MTL_RESNET) $$C --method all; eval $(MTL) $(MTL_RESNET) $$C --method mtl --loss average; fi
 
 IMDB_WIKI ?=
 UTKFACE ?=

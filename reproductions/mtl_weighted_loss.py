@@ -40,9 +40,24 @@ Tables reproduced (``results/tables/sundriyal__*.md``)
   the ``--lambda`` sweep 0.001 / 0.01 / 0.1 / 1 (UTKFace); Section 5.2: the epochs at which the
   tasks converge; Section 5.3 and Figures 5.3 / 5.4: Young / Old accuracy and the age confusion
   matrices of the single-task network and the MTL network (CelebA).
-* Tables 4.1-4.4 and Section 4.2 (data), Table 3.2 and Sections 3.1, 3.3.2, 3.6.2 (settings read
-  back from the configuration), Table 4.5 (feature dimension of the built backbone; a model-build
-  record, data kind ``none``, not in smoke runs).
+* Tables 4.1-4.4 and Sections 4.1 / 4.2 (data), Table 3.2 and Sections 3.1, 3.3.2, 3.6.2 (settings
+  read back from the configuration; Section 3.6.2's convergence time is the proposed network's
+  training time in hours), Table 4.5 (feature dimension of the built backbone; a model-build
+  record, data kind ``none``, not in smoke runs); Figures 4.7 / 4.8 "Ours (MTL+SEResnet)" (the
+  proposed network's CelebA gender and Young/Old accuracy; the other methods' bars are not
+  printed numbers). Section 4.4.5 stays empty: it is CORAL-CNN's *published* MAE minus ours, and a
+  published figure never enters a computation (:mod:`reproductions.mtl_weighted_loss_extra`).
+* ``Loss weights (extra)``: the learned weights ``w`` per task at the start (the seeded random
+  logits) and the end of training, their largest change and the initial spread. At the thesis's
+  learning rate the logits move ~0.1-0.3 against a random start of standard deviation 0.5, so
+  when the weights moved less than their initial spread every cell of that model carries the note
+  ``LOSS WEIGHTS BARELY MOVED``: its "learned" weighting is then mostly its random start.
+* ``make reproduce-mtl`` runs both built backbones: SE-ResNet-50-128D (Tables 4.10, 4.15, 4.16,
+  5.1, 5.3-5.5, Section 5.2, Figures 4.7 / 4.8) and ResNet-50 (Tables 4.9, 4.14, 5.2, Section 5.3,
+  Figures 5.3 / 5.4); ``SENET_WEIGHTS`` / ``RESNET_WEIGHTS`` give each its converted weights.
+* Run records carry ``deviations``: the settings unlike the thesis's configuration of that
+  experiment (``--smoke``, ``--epochs`` ...) and ``backbone_used`` when the backbone was
+  substituted; the tables keep such runs in rows of their own.
 
 A run whose settings or backbone are not the thesis's for a table writes its cells to that
 table with a row suffix naming the difference (e.g. ``Average Loss (ResNet-50)``), so it is never
@@ -69,7 +84,7 @@ Command
         --coral-csv-dir ~/data/coral-cnn/datasets --backbone senet50_128 --backbone-weights senet50_128.h5
     python -m reproductions.mtl_weighted_loss --dataset celeba --data-dir ~/data/celeba --method mtl --loss average
     python -m reproductions.mtl_weighted_loss --dataset utkface --data-dir DIR --smoke    # ~1.5 min on 2 CPU cores
-    make reproduce-mtl DATA_DIR=... CORAL_DIR=... CELEBA_DIR=...                         # every table, see Makefile
+    make reproduce-mtl DATA_DIR=... CORAL_DIR=... CELEBA_DIR=...           # both backbones, every table; see Makefile
     python -m reproductions.mtl_weighted_loss ... --fresh            # the same command resumes; --fresh starts over
 
 Resuming
@@ -169,6 +184,9 @@ import numpy as np  # noqa: E402
 
 from agegender.cli import add_run_arguments, read_samples, run_main  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
+from reproductions import mtl_weighted_loss_extra as extra  # noqa: E402
+from reproductions.mtl_weighted_loss_figures import (  # noqa: E402,F401 (re-exported)
+    plot_age_distribution, plot_freeze_comparison, plot_loss_vs_epoch, plot_loss_weights)
 
 REPRODUCTION = "mtl_weighted_loss"
 PAPER = "sundriyal"
@@ -501,6 +519,7 @@ def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split,
     import keras
 
     from agegender.models.early_freeze import EarlyFreeze, ResumableReduceLROnPlateau
+    from agegender.models.loss_weighting import weight_movement
     from agegender.models.mtl_head import layer_groups
     from agegender.training import seed_everything, train
 
@@ -508,6 +527,7 @@ def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split,
     seed_everything(exp.seed, deterministic)  # each model independent of which others run
     datasets = make_datasets(split, exp, tuple(tasks), input_size, skipped)
     model, backbone_report = build_and_compile(exp, choice, method, tasks, input_size, strategy)
+    initial_weights = model.loss_weights()  # the seeded random start (a resumed run restores its state later)
     groups = layer_groups(model.network, tuple(tasks))
     mode = "freeze" if (exp.early_freeze or method != "mtl") else "stop"
     freezer = EarlyFreeze(groups["tasks"], groups["backbone"] + groups["shared"], patience=exp.patience, mode=mode,
@@ -526,7 +546,10 @@ def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split,
     summary = freezer.summary()
     metrics["training"] = {"seconds": seconds, "epochs": len(history), "early_freeze": summary,
                            "resumed_from_epoch": info.get("resumed_from_epoch"),
-                           "final_loss_weights": model.loss_weights(), "weighting": model.weighting.mode,
+                           "initial_loss_weights": initial_weights, "final_loss_weights": model.loss_weights(),
+                           "loss_weight_movement": (weight_movement(initial_weights, model.loss_weights())
+                                                    if model.weighting.mode == "learned" else None),
+                           "weighting": model.weighting.mode,
                            "lambda": exp.lam if model.weighting.mode == "learned" else None,
                            "n": {k: datasets[f"n_{k}"] for k in ("train", "val", "test")},
                            "evaluated_weights": "the final weights, after the Early Freeze / early stopping restores",
@@ -584,6 +607,8 @@ def model_cells(exp: SundriyalExperiment, result: dict, note: str) -> list[dict]
 
     method, metrics, dataset = result["method"], result["metrics"], exp.dataset
     table = BACKBONES[thesis_backbone(exp)].tables[dataset]
+    movement = (metrics.get("training") or {}).get("loss_weight_movement")
+    note = "; ".join(x for x in (note, extra.weight_flag(movement)) if x)  # the flag goes on every cell
     cells = []
     if method != "mtl" or is_thesis_mtl(exp):
         cells += _metric_cells(table, ROW[method], metrics, dataset, note)
@@ -591,6 +616,13 @@ def model_cells(exp: SundriyalExperiment, result: dict, note: str) -> list[dict]
         cells += _metric_cells(table, f"{ROW['mtl']} ({mtl_key(exp)})", metrics, dataset, note)
     if method == "mtl":
         cells += _chapter5_cells(exp, result, note)
+        cells += extra.loss_weight_cells(f"{backbone_label(exp)}, {dataset}, {mtl_key(exp)}", movement, note)
+        if is_thesis_mtl(exp):
+            cells += extra.comparison_cells(exp, metrics, backbone_label(exp), thesis_backbone(exp) == "senet50_128",
+                                            note)
+            seconds = (metrics.get("training") or {}).get("seconds")
+            if seconds:
+                cells += extra.convergence_time_cells(exp, seconds, result.get("device", "this machine"), note)
     if dataset == "celeba" and "age" in metrics["test"] and method in ("single", "mtl") and (
             method == "single" or is_thesis_mtl(exp)):
         cells += _section53_cells(exp, result, note)
@@ -727,82 +759,6 @@ def model_build_cells(keys=("resnet50", "senet50_128")) -> list[dict]:
 # figures
 
 
-def _plt():
-    from agegender.plots import pyplot
-
-    return pyplot()
-
-
-def _save(fig, path) -> Path:
-    from agegender.plots import save_figure
-
-    return save_figure(fig, path)
-
-
-def plot_loss_weights(history: list[dict], tasks, path, title: str) -> Path:
-    """w_i per epoch (the learned loss weights, Sec. 3.4)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    epochs = [h["epoch"] for h in history]
-    for task in tasks:
-        ax.plot(epochs, [h.get(f"loss_weight_{task}", np.nan) for h in history], "-o", ms=3, label=f"w_{task}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss weight")
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def _loss_panel(ax, history: list[dict], tasks, events: list[dict], title: str):
-    epochs = [h["epoch"] for h in history]
-    for k, task in enumerate(tasks):
-        color = f"C{k}"
-        ax.plot(epochs, [h.get(f"{task}_loss", np.nan) for h in history], "-", color=color, lw=1.2,
-                label=f"{task} train")
-        ax.plot(epochs, [h.get(f"val_{task}_loss", np.nan) for h in history], "--", color=color, lw=1.2,
-                label=f"{task} validation")
-    for event in events:
-        if event.get("epoch"):
-            ax.axvline(event["epoch"], color="k", lw=0.7, ls=":")
-            ax.text(event["epoch"], ax.get_ylim()[1], f" {event['task']}", fontsize=6, va="top")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6)
-
-
-def plot_loss_vs_epoch(history: list[dict], tasks, events: list[dict], path, title: str) -> Path:
-    """Figures 5.1 / 5.2: per-task training and validation loss per epoch; dotted lines at convergences."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    _loss_panel(ax, history, tasks, events, title)
-    return _save(fig, path)
-
-
-def plot_freeze_comparison(runs: dict, tasks, path) -> Path:
-    """Figures 5.1 and 5.2 side by side: Early Freeze vs early stopping of the converged task."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    for ax, (label, (history, events)) in zip(axes, runs.items()):
-        _loss_panel(ax, history, tasks, events, label)
-    return _save(fig, path)
-
-
-def plot_age_distribution(frame, path) -> Path:
-    """Figure 4.1: UTKFace age distribution per gender."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    bins = np.arange(0, max(float(frame["age"].max()), 1.0) + 6, 5)
-    for code, label in ((0, "Male"), (1, "Female")):
-        ax.hist(frame.loc[frame["gender"] == code, "age"], bins=bins, histtype="step", lw=1.5, label=label)
-    ax.set_xlabel("age (years)")
-    ax.set_ylabel("faces")
-    ax.set_title("UTKFace age distribution per gender (cf. Fig. 4.1)", fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
 def _other_variant(runs_dir: Path, exp: SundriyalExperiment, experiment: str) -> dict | None:
     """The newest complete record of ``experiment`` (the MTL run with the other Early Freeze setting)."""
     folder = Path(runs_dir) / REPRODUCTION / experiment
@@ -923,16 +879,22 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
                            "weights": choice.weights, "note": choice.note},
               "coral_csv_dir": data["info"].get("coral_csv_dir"), "deterministic": bool(deterministic),
               "strategy": strategy_config(strategy, distribution, exp.batch_size, flag=None)}
-    data_info = {"kind": kind, "dataset": exp.dataset, "root": str(Path(data_root).resolve()),
+    from agegender.data.provenance import describe_data
+
+    # named by a path relative to the data root and a fingerprint, never an absolute path (records are committed)
+    data_info = {"kind": kind, **describe_data(exp.dataset, tfds_dir if tfds_dir is not None else data_root,
+                                               **({"prepared": True} if tfds_dir is not None else {})),
                  "images_read": len(samples.frame), "files_skipped_by_reader": len(samples.skipped),
-                 "split_counts": data["full_counts"], "counts_used": data["counts"], **data["info"]}
-    if tfds_dir is not None:
-        data_info["prepared"] = str(Path(tfds_dir).resolve())
+                 "split_counts": data["full_counts"], "counts_used": data["counts"],
+                 **extra.portable_config(data["info"])}
+    config = extra.portable_config(config)
+    run_deviations = extra.record_deviations(exp, choice, SundriyalExperiment)
 
     # the protocol record's run id is shared by the models' records and the figures; a rerun of the same
     # command finds it again (--fresh: a new one)
     protocol = RunRecorder(REPRODUCTION, protocol_name, config=config, seed=exp.seed, data=data_info, paper=PAPER,
-                           out=paths["runs"], resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}")
+                           out=paths["runs"], resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}",
+                           deviations=run_deviations)
     run_id = protocol.run_id
     if protocol.resumed:
         log(f"[sundriyal] picking up run {run_id} of the same command ({protocol.record['status']}); "
@@ -944,6 +906,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     if not protocol.complete:
         split.save_manifest(protocol.run_dir / "split.csv")
     p_cells = dataset_cells(data, exp, "SMOKE RUN (--smoke), not a reproduction" if exp.smoke else "")
+    p_cells += extra.section41_cells(exp, samples, data_dir if tfds_dir is None else None,
+                                     "SMOKE RUN (--smoke), not a reproduction" if exp.smoke else "")
     p_cells += settings_cells(exp, "read from the configuration")
     figure_paths: dict[str, Path] = {}
     if exp.dataset == "utkface":
@@ -962,7 +926,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
         name = experiment_name(exp, method, task)
         recorder = RunRecorder(REPRODUCTION, name, config={**config, "method": method, "tasks": list(tasks)},
                                seed=exp.seed, data=data_info, paper=PAPER, out=paths["runs"], run_id=run_id,
-                               resume=not fresh, preprocessing=preprocessing(exp, tuple(tasks), input_size, kind))
+                               resume=not fresh, preprocessing=preprocessing(exp, tuple(tasks), input_size, kind),
+                               deviations=run_deviations)
         if recorder.complete:  # finished by an earlier run of this command: read back, not trained again
             log(f"[sundriyal] {name}: complete record found ({recorder.record_path}); read back, not trained again "
                 "(--fresh trains again)")
@@ -976,6 +941,7 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
             result = train_one(exp, choice, method, tasks, split, recorder=recorder, input_size=input_size,
                                skipped=skipped, verbose=verbose, log=log, deterministic=deterministic,
                                strategy=distribution)
+            result["device"] = _device_name(recorder.record.get("device"))
         result["recorder"], result["name"] = recorder, name
         results[name] = result
         test = result["metrics"]["test"]
@@ -1015,20 +981,22 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
         figure_paths.update(own)
         if not recorder.complete:  # each model's record is complete as soon as it is: a kill later loses nothing
             result["cells"] = model_cells(exp, result, note)
-            listed = {k: str(v) for k, v in sorted(figure_paths.items())}
+            listed = {k: extra.relative(v, paths["runs"].parent) for k, v in sorted(figure_paths.items())}
             recorder.finish(result["metrics"], [dict(c) for c in result["cells"]], figures=listed,
-                            figures_dir=str(figures), pipeline_skipped=list(skipped), backbone=result["backbone"],
+                            figures_dir=extra.relative(figures, paths["runs"].parent),
+                            pipeline_skipped=extra.portable_report(skipped, split.frame), backbone=result["backbone"],
                             early_freeze=result["early_freeze"])
         all_cells += result["cells"]
         result.pop("model", None)  # model.keras holds the checkpoint; free the memory before the next model
         keras.backend.clear_session()
 
-    figure_list = {k: str(v) for k, v in sorted(figure_paths.items())}
+    figure_list = {k: extra.relative(v, paths["runs"].parent) for k, v in sorted(figure_paths.items())}
     if not protocol.complete:
         protocol.finish({"split": {"counts": data["full_counts"], "counts_used": data["counts"]}},
-                        [dict(c) for c in p_cells], figures=figure_list, figures_dir=str(figures),
-                        backbone=config["backbone"], pipeline_skipped=list(skipped),
-                        **({"coral_like_lists": str(protocol.run_dir / "coral_like_lists")}
+                        [dict(c) for c in p_cells], figures=figure_list,
+                        figures_dir=extra.relative(figures, paths["runs"].parent),
+                        backbone=config["backbone"], pipeline_skipped=extra.portable_report(skipped, split.frame),
+                        **({"coral_like_lists": "coral_like_lists"}
                            if generated_lists is not None else {}))
     build_record = None
     if not exp.smoke:
@@ -1052,6 +1020,14 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
             "tables_dir": paths["tables"], "readme": paths["readme"], "tables": summary["tables"],
             "read_back": sorted(n for n, r in results.items() if r.get("read_back")),
             "seconds": time.time() - t0}
+
+
+def _device_name(device) -> str:
+    """A short name of the device a record says it ran on (for the Section 3.6.2 note)."""
+    if isinstance(device, dict):
+        gpus = device.get("gpus") or []
+        return ", ".join(map(str, gpus)) if gpus else f"{device.get('cpu_count', '?')} CPU cores, no GPU"
+    return "this machine"
 
 
 def format_cells(cells: list[dict]) -> str:
@@ -1134,6 +1110,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def experiment_from_args(args) -> SundriyalExperiment:
+    """The experiment a parsed command line asks for (``make reproduce-mtl`` is checked through this)."""
+    from agegender.models.face_resnets import get_backbone
+
+    weights = args.backbone_weights
+    if weights and weights != "none" and get_backbone(args.backbone).kind == "imagenet":
+        args.imagenet_weights, weights = weights, None
+    exp = SundriyalExperiment(dataset=args.dataset, backbone=args.backbone, backbone_weights=weights,
+                              imagenet_weights=None if args.imagenet_weights == "none" else args.imagenet_weights,
+                              method=args.method, loss=args.loss, early_freeze=args.early_freeze, lam=args.lam,
+                              seed=args.seed)
+    if args.smoke:
+        exp = smoke(exp)
+    if args.epochs is not None:
+        exp = dataclasses.replace(exp, epochs=args.epochs)
+    return exp
+
+
 def main(argv=None) -> int:
     """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
     return run_main(_main, argv)
@@ -1158,17 +1152,7 @@ def _main(argv=None) -> int:
         parser.error("--lambda must be >= 0")
     if args.coral_csv_dir and args.dataset != "utkface":
         parser.error("--coral-csv-dir applies to --dataset utkface only")
-    weights = args.backbone_weights
-    if weights and weights != "none" and spec.kind == "imagenet":
-        args.imagenet_weights, weights = weights, None
-    exp = SundriyalExperiment(dataset=args.dataset, backbone=args.backbone, backbone_weights=weights,
-                              imagenet_weights=None if args.imagenet_weights == "none" else args.imagenet_weights,
-                              method=args.method, loss=args.loss, early_freeze=args.early_freeze, lam=args.lam,
-                              seed=args.seed)
-    if args.smoke:
-        exp = smoke(exp)
-    if args.epochs is not None:
-        exp = dataclasses.replace(exp, epochs=args.epochs)
+    exp = experiment_from_args(args)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
     result = run(args.data_dir, exp, coral_csv_dir=args.coral_csv_dir, out=out, data_kind_override=args.data_kind,
                  fresh=args.fresh, deterministic=args.deterministic, strategy=args.strategy, tfds_dir=args.tfds_dir)

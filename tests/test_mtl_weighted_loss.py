@@ -106,9 +106,14 @@ def test_model_loss_is_eq_3_5_weights_are_logged_learned_and_saved(tmp_path):
     half_mse = float(np.mean(0.5 * (y["age"] - p["age"]) ** 2))  # Eq. 3.2
     for task, value in {**ce, "age": half_mse}.items():
         assert logs[f"{task}_loss"] == pytest.approx(value, rel=1e-4)
-    expected = sum(w[t] * logs[f"{t}_loss"] for t in w) + 0.3 * sum(v * v for v in w.values())
-    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
-    assert logs["loss_weight_penalty"] == pytest.approx(0.3 * sum(v * v for v in w.values()), rel=1e-5)
+    # Eq. 3.5 from numpy alone: w = softmax(the layer's logits), the task losses computed above
+    logits = np.asarray(model.weighting.logits.numpy(), dtype="float64")
+    w_np = dict(zip(model.weighting.tasks, np.exp(logits) / np.exp(logits).sum()))
+    assert w == pytest.approx(w_np, rel=1e-6)
+    losses = {**ce, "age": half_mse}
+    expected = sum(w_np[t] * losses[t] for t in w_np) + 0.3 * sum(v * v for v in w_np.values())
+    assert logs["loss"] == pytest.approx(expected, rel=1e-4)
+    assert logs["loss_weight_penalty"] == pytest.approx(0.3 * sum(v * v for v in w_np.values()), rel=1e-5)
     before = dict(w)
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
     for task in w:
@@ -662,6 +667,10 @@ def _table(out, stem):
     return pd.read_csv(out / "tables" / f"sundriyal__{stem}.csv", dtype={"row": str, "column": str})
 
 
+def movement_matches(movement, initial, final) -> bool:
+    return movement["initial"] == initial and movement["final"] == final
+
+
 def _reproduced(table, row, column, label="generated faces"):
     line = table[(table["row"] == row) & (table["column"] == column) & (table["data"] == label)]
     assert len(line) == 1, (row, column)
@@ -690,15 +699,40 @@ def test_smoke_cli_on_generated_utkface(utk_faces, tmp_path, capsys, monkeypatch
     assert set(heads) == {"gender", "race", "age"} and heads["age"]["offset"] == 21
     assert heads["age"]["scale"] == pytest.approx(1 / 40) and mtl["preprocessing"]["input_size"] == 32
     assert (out / "runs" / "mtl_weighted_loss" / "utkface-protocol-smoke").glob("*/coral_like_lists/utk_train.csv")
+    # each table value against the record, the accuracies recomputed from its confusion matrices (issue 18 item 8)
+    test = mtl["metrics"]["test"]
+    accuracy = {t: 100 * np.trace(np.asarray(test[t]["confusion_matrix"])) / np.sum(test[t]["confusion_matrix"])
+                for t in ("gender", "race")}
+    expected = {"Gender Accuracy": accuracy["gender"], "Race Accuracy": accuracy["race"],
+                "Age MAE": test["age"]["mae_years"]}
     t410 = _table(out, "table-4-10")
-    for column in ("Gender Accuracy", "Race Accuracy", "Age MAE"):
-        assert np.isfinite(_reproduced(t410, "Proposed Multi-Task Learning Network", column))
+    for column, value in expected.items():
+        assert _reproduced(t410, "Proposed Multi-Task Learning Network", column) == pytest.approx(value, abs=0.006)
     notes = t410.loc[t410["data"] == "generated faces", "notes"]
     assert notes.str.contains("backbone substituted").all() and notes.str.contains("CORAL-like").all()
-    assert np.isfinite(_reproduced(_table(out, "table-5-4"), "Proposed Early Freeze Method", "Age MAE"))
-    assert np.isfinite(_reproduced(_table(out, "table-5-3"), "Proposed weighted Loss", "Gender Accuracy"))
-    assert np.isfinite(_reproduced(_table(out, "table-4-16"), "Ours (MTL+SEResnet)", "Age MAE (in years)"))
-    assert np.isfinite(_reproduced(_table(out, "table-5-5"), "0.1", "Race Accuracy"))
+    assert _reproduced(_table(out, "table-5-4"), "Proposed Early Freeze Method", "Age MAE") == \
+        pytest.approx(expected["Age MAE"], abs=0.006)
+    assert _reproduced(_table(out, "table-5-3"), "Proposed weighted Loss", "Gender Accuracy") == \
+        pytest.approx(expected["Gender Accuracy"], abs=0.006)
+    assert _reproduced(_table(out, "table-4-16"), "Ours (MTL+SEResnet)", "Age MAE (in years)") == \
+        pytest.approx(expected["Age MAE"], abs=0.006)
+    assert _reproduced(_table(out, "table-5-5"), "0.1", "Race Accuracy") == pytest.approx(expected["Race Accuracy"],
+                                                                                          abs=0.006)
+    # issue 18 item 6: initial and final loss weights, the movement measured against the initial spread
+    training = mtl["metrics"]["training"]
+    initial, final = training["initial_loss_weights"], training["final_loss_weights"]
+    assert set(initial) == set(final) == {"gender", "race", "age"} and sum(initial.values()) == pytest.approx(1)
+    # the weights after training (Early Freeze's restores included) are about the last epoch's logged ones
+    assert final == pytest.approx({t: mtl["history"][-1][f"loss_weight_{t}"] for t in final}, abs=1e-3)
+    assert movement_matches(training["loss_weight_movement"], initial, final)
+    movement = training["loss_weight_movement"]
+    spread = max(initial.values()) - min(initial.values())
+    assert movement["spread"] == pytest.approx(spread)
+    assert movement["barely_moved"] == (max(abs(final[t] - initial[t]) for t in final) < spread)
+    # records: the smoke settings are the deviations; no machine path anywhere
+    assert mtl["deviations"]["smoke"] is True and mtl["deviations"]["backbone_used"] == "smoke_cnn (random weights)"
+    for record in records:
+        assert str(utk_faces) not in json.dumps(record) and str(tmp_path) not in json.dumps(record)
     t41 = _table(out, "table-4-1")
     assert sum(_reproduced(t41, r, "Total Persons") for r in sun.RACE_ROWS) == 260  # every face read
     counts = records[0]["data"]["split_counts"]
@@ -769,19 +803,29 @@ def test_smoke_run_on_generated_celeba_every_method(celeba_faces, tmp_path):
     assert len(result["results"]) == 5  # baseline x2, single x2, mtl
     assert sum(result["counts"].values()) == 240 and sum(result["counts_used"].values()) < 240
     t414 = _table(tmp_path, "table-4-14")
-    for row in sun.ROW.values():
-        for column in ("Gender Accuracy", "Age Accuracy"):
-            assert 0 <= _reproduced(t414, row, column) <= 100
+    metrics = result["metrics"]
+
+    def from_confusion(name, task, row=None):  # accuracy (or one class's recall), recomputed from the record
+        matrix = np.asarray(metrics[name]["test"][task]["confusion_matrix"], dtype=float)
+        return 100 * (np.trace(matrix) / matrix.sum() if row is None else matrix[row, row] / matrix[row].sum())
+
+    for method in sun.ROW:
+        for task, column in (("gender", "Gender Accuracy"), ("age", "Age Accuracy")):
+            name = sun.experiment_name(exp, method, None if method == "mtl" else task)
+            assert _reproduced(t414, sun.ROW[method], column) == pytest.approx(from_confusion(name, task), abs=0.006)
     s53 = _table(tmp_path, "section-5-3")
     young = _reproduced(s53, "Single Task Neural Network", "Young accuracy")
-    assert 0 <= young <= 100
+    assert young == pytest.approx(from_confusion(sun.experiment_name(exp, "single", "age"), "age", 0), abs=0.006)
     f54 = _table(tmp_path, "figure-5-4")
     total = sum(_reproduced(f54, f"true {a}", f"predicted {b}") for a in ("Young", "Old") for b in ("Young", "Old"))
     assert total == result["counts_used"]["test"]
     t42 = _table(tmp_path, "table-4-2")
     assert _reproduced(t42, "Gender", "Male Count") + _reproduced(t42, "Gender", "Female Count") == result["counts"]["train"]
     assert _reproduced(_table(tmp_path, "table-4-4"), "Validation", "Number of examples") == result["counts"]["val"]
-    assert _reproduced(_table(tmp_path, "table-5-2"), "Proposed weighted Loss", "Age Accuracy") >= 0
+    assert _reproduced(_table(tmp_path, "table-5-2"), "Proposed weighted Loss", "Age Accuracy") == pytest.approx(
+        from_confusion(sun.experiment_name(exp, "mtl"), "age"), abs=0.006)
+    assert _reproduced(_table(tmp_path, "figure-4-7"), "Ours (MTL+ResNet-50)", "Gender Accuracy") == pytest.approx(
+        from_confusion(sun.experiment_name(exp, "mtl"), "gender"), abs=0.006)
     assert set(result["figures"]) >= {"fig5_3_confusion_single", "fig5_4_confusion_mtl", "fig5_1_loss_vs_epoch_early_freeze"}
 
 
@@ -806,3 +850,131 @@ def test_coral_csv_split_on_the_real_sample(utkface_sample, coral_dir, tmp_path)
     assert _reproduced(t43, "Test", "Number of examples", "real sample") == n_test
     notes = t43.loc[t43["data"] == "real sample", "notes"]
     assert not notes.str.contains("CORAL-like").any()
+
+
+# ---------------------------------------------------------------------------------------------- issue 18 item 6
+
+
+def _movement(initial, final):
+    from agegender.models.loss_weighting import weight_movement
+
+    return weight_movement(initial, final)
+
+
+def test_weight_movement_is_measured_against_the_initial_spread():
+    moved = _movement({"gender": 0.2, "race": 0.3, "age": 0.5}, {"gender": 0.21, "race": 0.28, "age": 0.51})
+    assert moved["change"] == pytest.approx(0.02) and moved["spread"] == pytest.approx(0.3)
+    assert moved["barely_moved"] is True
+    far = _movement({"gender": 0.2, "race": 0.3, "age": 0.5}, {"gender": 0.6, "race": 0.2, "age": 0.2})
+    assert far["change"] == pytest.approx(0.4) and far["barely_moved"] is False
+    equal = _movement({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5})
+    assert equal["spread"] == 0 and equal["barely_moved"] is False
+    with pytest.raises(ValueError, match="different tasks"):
+        _movement({"a": 1.0}, {"b": 1.0})
+
+
+def _mtl_result(dataset, tasks, movement=None, seconds=7200.0):
+    result = _fake_result("mtl", dataset, tasks)
+    result["metrics"]["training"] = {"seconds": seconds, "loss_weight_movement": movement}
+    return result
+
+
+def test_barely_moved_loss_weights_are_flagged_on_every_cell_and_tabled():
+    """Every cell of an MTL model whose learned weights moved less than their initial spread says so; the initial
+    and final weights per task are a table of their own; a model whose weights moved far carries no flag."""
+    exp = sun.SundriyalExperiment()
+    tasks = ("gender", "race", "age")
+    barely = _movement({"gender": 0.2, "race": 0.3, "age": 0.5}, {"gender": 0.21, "race": 0.28, "age": 0.51})
+    cells = sun.model_cells(exp, _mtl_result("utkface", tasks, barely), "base note")
+    assert cells and all("LOSS WEIGHTS BARELY MOVED" in c["note"] and "base note" in c["note"] for c in cells)
+    weights = {(c["row"], c["column"]): c["value"] for c in cells if c["table"] == "Loss weights (extra)"}
+    row = "SE-ResNet-50-128D, utkface, weighted-ef-l0.1"
+    assert weights[(row, "race initial w")] == pytest.approx(0.3) and weights[(row, "race final w")] == 0.28
+    assert weights[(row, "largest change")] == pytest.approx(0.02)
+    assert weights[(row, "initial spread")] == pytest.approx(0.3)
+    far = _movement({"gender": 0.2, "race": 0.3, "age": 0.5}, {"gender": 0.6, "race": 0.2, "age": 0.2})
+    assert not any("BARELY" in c.get("note", "") for c in sun.model_cells(exp, _mtl_result("utkface", tasks, far), ""))
+    average = dataclasses.replace(exp, loss="average")  # no learned weights: no flag, no table
+    cells = sun.model_cells(average, _mtl_result("utkface", tasks, None), "")
+    assert not any(c["table"] == "Loss weights (extra)" or "BARELY" in c.get("note", "") for c in cells)
+
+
+def test_figures_4_7_4_8_and_section_3_6_2_come_from_the_proposed_network():
+    from results.catalogue import load_published
+
+    pub = load_published("sundriyal")
+    published = set(zip(pub["table"], pub["row"], pub["column"]))
+    celeba = dataclasses.replace(sun.SundriyalExperiment(), dataset="celeba")
+    cells = {(c["table"], c["row"], c["column"]): c for c in
+             sun.model_cells(celeba, _mtl_result("celeba", ("gender", "age"), seconds=5400.0), "")}
+    for key in (("Figure 4.7", "Ours (MTL+SEResnet)", "Gender Accuracy"),
+                ("Figure 4.8", "Ours (MTL+SEResnet)", "Age Accuracy"),
+                ("Section 3.6.2", "CelebA", "convergence time min"), ("Section 3.6.2", "CelebA", "convergence time max")):
+        assert key in published and key in cells, key
+    assert cells[("Figure 4.7", "Ours (MTL+SEResnet)", "Gender Accuracy")]["value"] == pytest.approx(90.0)
+    assert cells[("Section 3.6.2", "CelebA", "convergence time max")]["value"] == pytest.approx(1.5)  # 5,400 s
+    resnet = sun.model_cells(dataclasses.replace(celeba, backbone="resnet50"),
+                             _mtl_result("celeba", ("gender", "age")), "")
+    assert ("Figure 4.7", "Ours (MTL+ResNet-50)") in {(c["table"], c["row"]) for c in resnet}
+    ablation = sun.model_cells(dataclasses.replace(celeba, loss="average"), _mtl_result("celeba", ("gender", "age")), "")
+    assert not any(c["table"] in ("Figure 4.7", "Section 3.6.2") for c in ablation)
+    # Section 4.4.5 (CORAL-CNN's published MAE minus ours) is never computed: a published figure enters nothing
+    utk = sun.model_cells(sun.SundriyalExperiment(), _mtl_result("utkface", ("gender", "race", "age")), "")
+    assert not any(c["table"] == "Section 4.4.5" for c in utk)
+
+
+def test_section_4_1_is_read_from_the_data(tmp_path):
+    from agegender.data.samples import Samples
+
+    frame = pd.DataFrame({"path": ["a", "b", "c"], "file": ["a", "b", "c"], "age": [3.0, 90.0, 41.0]})
+    utk = sun.extra.section41_cells(sun.SundriyalExperiment(), Samples("utkface", "x", frame, 3, [], []),
+                                                  None, "")
+    assert {(c["row"], c["column"]): c["value"] for c in utk} == {("UTKFace", "images"): 3, ("UTKFace", "max age"): 90}
+    (tmp_path / "list_attr_celeba.txt").write_text("2\nA B C Male Young\n1.jpg 1 1 1 1 -1\n2.jpg 1 1 1 -1 1\n")
+    celeba = dataclasses.replace(sun.SundriyalExperiment(), dataset="celeba")
+    cells = sun.extra.section41_cells(celeba, Samples("celeba", str(tmp_path), frame, 2, [], []), tmp_path, "")
+    assert {(c["row"], c["column"]): c["value"] for c in cells} == {("CelebA", "images"): 2, ("CelebA", "attributes"): 5}
+
+
+def test_make_reproduce_mtl_runs_both_backbones_and_fills_their_tables(tmp_path):
+    """Issue 18 item 6: ``make reproduce-mtl`` (run with a stand-in Python that logs its arguments) runs
+    SE-ResNet-50-128D *and* ResNet-50; the experiments of those commands fill every cell of Tables 4.9/4.10,
+    4.14/4.15, 5.1-5.5, Sections 5.2/5.3, Figures 5.3/5.4 and the "Ours" cells of Table 4.16 and Figures 4.7/4.8."""
+    import shlex
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from results.catalogue import load_published
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    log = tmp_path / "calls.log"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    stub.chmod(0o755)
+    subprocess.run(["make", "-s", "-o", "install", "reproduce-mtl", f"PY={stub}", "DATA_DIR=/d", "CELEBA_DIR=/c"],
+                   cwd=Path(sun.__file__).resolve().parents[1], check=True, capture_output=True, timeout=60)
+    cells = set()
+    backbones = set()
+    for line in log.read_text().splitlines():
+        argv = shlex.split(line)
+        assert argv[:2] == ["-m", "reproductions.mtl_weighted_loss"]
+        exp = sun.experiment_from_args(sun._parser().parse_args(argv[2:]))
+        backbones.add((exp.dataset, exp.backbone))
+        tasks = tuple(sun.tasks_of(exp.dataset))
+        for method in sun.methods_of(exp):
+            runs = [(tasks, "mtl")] if method == "mtl" else [((t,), method) for t in tasks]
+            for run_tasks, name in runs:
+                result = _mtl_result(exp.dataset, run_tasks) if name == "mtl" else _fake_result(name, exp.dataset,
+                                                                                                 run_tasks)
+                cells |= {(c["table"], c["row"], c["column"]) for c in sun.model_cells(exp, result, "")}
+    assert backbones == {(d, b) for d in ("utkface", "celeba") for b in ("senet50_128", "resnet50")}
+    pub = load_published("sundriyal")
+    published = set(zip(pub["table"], pub["row"], pub["column"]))
+    tables = {"Table 4.9", "Table 4.10", "Table 4.14", "Table 4.15", "Table 5.1", "Table 5.2", "Table 5.3",
+              "Table 5.4", "Table 5.5", "Section 5.2", "Section 5.3", "Figure 5.3", "Figure 5.4"}
+    wanted = {k for k in published if k[0] in tables or (k[0] in ("Table 4.16", "Figure 4.7", "Figure 4.8")
+                                                          and k[1].startswith("Ours"))
+              or k[0] == "Section 3.6.2" and k[2].startswith("convergence")}
+    assert wanted <= cells, sorted(wanted - cells)
