@@ -30,7 +30,9 @@ def test_shapes_dtypes_and_masks(tmp_path):
     assert [len(b[0]) for b in batches] == [5, 5, 2]
     images, labels, weights = batches[0]
     assert images.shape == (5, 32, 32, 3) and images.dtype.name == "float32"
-    assert 0.0 <= float(np.min(images)) and float(np.max(images)) <= 1.0
+    # each image is its file's one colour scaled by 1/255 (the colours of _images: (20i, 255 - 20i, 100))
+    want = np.array([[20 * i % 255, 255 - 20 * i % 255, 100] for i in range(5)], dtype=np.float32) / 255
+    np.testing.assert_allclose(images.numpy().mean(axis=(1, 2)), want, atol=3 / 255)
     assert labels["age"].shape == (5, 1) and labels["gender"].shape == (5, 1) and labels["race"].shape == (5,)
     np.testing.assert_allclose(labels["age"].numpy().ravel(), [0.10, 0.11, 0.12, 0.13, 0.14], atol=1e-6)
     assert weights["race"].numpy().tolist() == [0, 1, 1, 0, 1]  # race -1 is masked, not dropped
