@@ -258,3 +258,18 @@ def test_empty_results_keep_their_columns(tmp_path):
     _write_mat(tmp_path / "wiki_crop" / "wiki.mat", "wiki", IMDB_ROWS[1:3], celeb_id=False)
     w = read_imdb_wiki(tmp_path)
     assert len(w) == 0 and len(w.skipped) == 2 and list(w.frame.columns[-2:]) == ["face_score", "subset"]
+
+
+def test_labelled_faces_keeps_known_gender_and_a_detected_face():
+    """Gu & Yang's IMDB-WIKI sample (issue 18 item 4): rows without a gender (-1) or without a detected face
+    (face_score -inf or NaN) are dropped and counted, a row lacking both once, under gender_unknown."""
+    import numpy as np
+    import pandas as pd
+
+    from agegender.data.imdb_wiki import labelled_faces
+
+    frame = pd.DataFrame({"file": list("abcdef"), "gender": [0, 1, -1, 0, -1, 1],
+                          "face_score": [3.2, -np.inf, 1.0, np.nan, -np.inf, 0.5]})
+    kept, counts = labelled_faces(frame)
+    assert list(kept["file"]) == ["a", "f"]
+    assert counts == {"gender_unknown": 2, "no_face": 2, "kept": 2}
