@@ -339,13 +339,6 @@ def relative(path, base) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 
 
-def portable_report(report: list[dict], frame) -> list[dict]:
-    """The pipeline's ``{file, reason}`` list with each file named by its ``file`` column (relative to the data
-    folder) instead of its absolute path."""
-    names = dict(zip(frame["path"].astype(str), frame["file"].astype(str)))
-    return [{**item, "file": names.get(str(item["file"]), Path(str(item["file"])).name)} for item in report]
-
-
 def _join(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
@@ -550,6 +543,7 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     from agegender.distribute import make_strategy, strategy_config
     import numpy as np
 
+    from agegender.data.pipeline import portable_report
     from agegender.metrics import classification_report
     from agegender.oversample import oversampled_predictions
     from agegender.plots import confusion_matrix, learning_curves

@@ -970,6 +970,8 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
                                                             age_group_labels(spec.groups),
                                                             recorder.run_dir / "age_confusion.png",
                                                             f"Validation age groups, {get_label(spec)}"))
+            from agegender.data.pipeline import portable_report
+
             recorder.finish(metrics, model_cells(spec, val["age"]["accuracy"], exp, note),
                             figures={k: relative(v, recorder.run_dir) for k, v in figures.items()},
                             pipeline_skipped=portable_report(skipped, frame))
@@ -1035,12 +1037,6 @@ def _checked_strategy(name: str, exp: GuYangExperiment, micro_batch: int, accumu
 def relative(path, base) -> str:
     """``path`` relative to ``base`` (POSIX form): records name their files so, never by a machine path."""
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
-
-
-def portable_report(report: list[dict], frame) -> list[dict]:
-    """The pipeline's ``{file, reason}`` list with each file named by its ``file`` column, not its absolute path."""
-    names = dict(zip(frame["path"].astype(str), frame["file"].astype(str)))
-    return [{**item, "file": names.get(str(item["file"]), Path(str(item["file"])).name)} for item in report]
 
 
 def get_label(spec: ModelSpec) -> str:

@@ -184,6 +184,7 @@ import numpy as np  # noqa: E402
 
 from agegender.cli import add_run_arguments, read_samples, run_main  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
+from agegender.data.pipeline import portable_report  # noqa: E402
 from reproductions import mtl_weighted_loss_extra as extra  # noqa: E402
 from reproductions.mtl_weighted_loss_figures import (  # noqa: E402,F401 (re-exported)
     plot_age_distribution, plot_freeze_comparison, plot_loss_vs_epoch, plot_loss_weights)
@@ -984,7 +985,7 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
             listed = {k: extra.relative(v, paths["runs"].parent) for k, v in sorted(figure_paths.items())}
             recorder.finish(result["metrics"], [dict(c) for c in result["cells"]], figures=listed,
                             figures_dir=extra.relative(figures, paths["runs"].parent),
-                            pipeline_skipped=extra.portable_report(skipped, split.frame), backbone=result["backbone"],
+                            pipeline_skipped=portable_report(skipped, split.frame), backbone=result["backbone"],
                             early_freeze=result["early_freeze"])
         all_cells += result["cells"]
         result.pop("model", None)  # model.keras holds the checkpoint; free the memory before the next model
@@ -995,7 +996,7 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
         protocol.finish({"split": {"counts": data["full_counts"], "counts_used": data["counts"]}},
                         [dict(c) for c in p_cells], figures=figure_list,
                         figures_dir=extra.relative(figures, paths["runs"].parent),
-                        backbone=config["backbone"], pipeline_skipped=extra.portable_report(skipped, split.frame),
+                        backbone=config["backbone"], pipeline_skipped=portable_report(skipped, split.frame),
                         **({"coral_like_lists": "coral_like_lists"}
                            if generated_lists is not None else {}))
     build_record = None

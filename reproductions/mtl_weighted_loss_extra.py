@@ -16,7 +16,7 @@ Split out of :mod:`reproductions.mtl_weighted_loss` (which calls everything here
   a published figure never enters a computation here, and CORAL-CNN is not trained by this
   repository, so no run allows it (Table 4.16 shows our MAE next to CORAL's published one).
 * The record's ``deviations`` (:func:`record_deviations`) and the machine-independent naming of
-  files (:func:`relative`, :func:`portable_report`).
+  files (:func:`relative`; skipped images: :func:`agegender.data.pipeline.portable_report`).
 """
 
 from __future__ import annotations
@@ -137,12 +137,6 @@ def record_deviations(exp, choice, experiment_class) -> dict:
 def relative(path, base) -> str:
     """``path`` relative to ``base`` (POSIX form): records name their files so, never by a machine path."""
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
-
-
-def portable_report(report: list[dict], frame) -> list[dict]:
-    """The pipeline's ``{file, reason}`` list with each file named by its ``file`` column, not its absolute path."""
-    names = dict(zip(frame["path"].astype(str), frame["file"].astype(str)))
-    return [{**item, "file": names.get(str(item["file"]), Path(str(item["file"])).name)} for item in report]
 
 
 def portable_config(config: dict) -> dict:

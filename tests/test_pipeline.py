@@ -318,3 +318,14 @@ def test_the_whole_set_shuffle_keeps_references_not_copies(tmp_path):
     grown = peak_mb() - after_first
     assert grown < 60, f"peak memory grew by {grown:.0f} MB over two cached epochs (the decoded set is 118 MB)"
     assert seconds < 5, f"a cached epoch of {n} images took {seconds:.1f} s"
+
+
+def test_portable_report_names_skipped_files_without_machine_paths(tmp_path):
+    """A run record holds the skipped images by their data-relative ``file`` (or, failing that, their name)."""
+    from agegender.data.pipeline import portable_report
+
+    frame = normalize_frame([{"path": str(tmp_path / "u1" / "a.jpg"), "file": "u1/a.jpg", "age": 3.0}])
+    report = [{"file": str(tmp_path / "u1" / "a.jpg"), "reason": "empty file (0 bytes)"},
+              {"file": str(tmp_path / "elsewhere" / "b.jpg"), "reason": "file not found"}]
+    assert portable_report(report, frame) == [{"file": "u1/a.jpg", "reason": "empty file (0 bytes)"},
+                                              {"file": "b.jpg", "reason": "file not found"}]

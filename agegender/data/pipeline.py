@@ -346,6 +346,13 @@ def build_dataset(samples: Samples | pd.DataFrame, targets: Mapping[str, Target]
     return ds.with_options(options)
 
 
+def portable_report(report: list[dict], frame) -> list[dict]:
+    """``report`` (``{file, reason}`` of skipped images, ``file`` an absolute path) with each file named by the
+    frame's ``file`` column (relative to its data folder) instead: what a committed run record may hold."""
+    names = dict(zip(frame["path"].astype(str), frame["file"].astype(str)))
+    return [{**item, "file": names.get(str(item["file"]), Path(str(item["file"])).name)} for item in report]
+
+
 def training_order(nbytes: int, cache: bool | str = True) -> str:
     """How a training dataset of ``nbytes`` decoded bytes gets its uniform per-epoch shuffle.
 
