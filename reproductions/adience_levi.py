@@ -298,6 +298,7 @@ def load_adience(data_dir, exp: Experiment, *, data_kind: str | None = None, tfd
         frame = pd.concat(parts, ignore_index=True)
         n_files = min(n_files, len(frame))
     kind = data_kind or infer_kind(samples.root, "adience", n_files)
+    from agegender.data.pipeline import portable_notes
     from agegender.data.provenance import describe_data
 
     # named by a path relative to the data root and a fingerprint, never an absolute path (records are committed)
@@ -305,7 +306,7 @@ def load_adience(data_dir, exp: Experiment, *, data_kind: str | None = None, tfd
                               tfds_dir if tfds_dir is not None else samples.root, **({"prepared": True} if tfds_dir
                                                                                     is not None else {}))
     info = {"kind": kind, **described, "rows_read": samples.files_seen, "rows_used": int(len(frame)),
-            "images_absent": len(missing), "notes": samples.notes}
+            "images_absent": len(missing), "notes": portable_notes(samples.notes, samples.root)}
     return frame, info
 
 

@@ -265,6 +265,7 @@ def load_dataset(dataset: str, root, exp: GuYangExperiment, tfds_dir=None) -> di
                         f"{counts})", path=root, fix=f"point --{dataset.replace('_', '-')} at the {LABEL[dataset]} "
                                                    "folder (at least ~10 usable images)")
     kind = data_kind(root, dataset, len(samples.frame))
+    from agegender.data.pipeline import portable_notes
     from agegender.data.provenance import describe_data
 
     # named by a path relative to the data root and a fingerprint, never an absolute path (records are committed)
@@ -273,7 +274,7 @@ def load_dataset(dataset: str, root, exp: GuYangExperiment, tfds_dir=None) -> di
     info = {"kind": kind, **described, "images_read": len(samples.frame),
             "files_skipped_by_reader": len(samples.skipped), "images_usable": len(frame),
             "dropped_outside_1_80": split.info.get("dropped_outside_1_80"), "counts": counts,
-            "notes": notes + list(samples.notes)}
+            "notes": portable_notes(notes + list(samples.notes), samples.root)}
     return {"samples": samples, "frame": frame, "split": split, "info": info}
 
 

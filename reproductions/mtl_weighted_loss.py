@@ -184,7 +184,7 @@ import numpy as np  # noqa: E402
 
 from agegender.cli import add_run_arguments, read_samples, run_main  # noqa: E402
 from agegender.errors import DataError  # noqa: E402
-from agegender.data.pipeline import portable_report  # noqa: E402
+from agegender.data.pipeline import portable_notes, portable_report  # noqa: E402
 from reproductions import mtl_weighted_loss_extra as extra  # noqa: E402
 from reproductions.mtl_weighted_loss_figures import (  # noqa: E402,F401 (re-exported)
     plot_age_distribution, plot_freeze_comparison, plot_loss_vs_epoch, plot_loss_weights)
@@ -335,7 +335,7 @@ def load_data(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, work_di
         frame = frame.assign(age_class=1 - frame["Young"])  # 0 Young, 1 Old (Sec. 3.3.2: "Young or Old")
         split = make_split(frame, "celeba", seed=exp.seed)
         split.frame = split.frame[split.frame["split"].isin(("train", "val", "test"))].reset_index(drop=True)
-        info = {"images_absent": len(samples.missing), "notes": samples.notes}
+        info = {"images_absent": len(samples.missing), "notes": portable_notes(samples.notes, samples.root)}
     full_counts = split.counts()
     if exp.max_images is not None and exp.max_images < len(split.frame):
         split.frame = _subsample(split.frame, exp.max_images, exp.seed)

@@ -329,3 +329,13 @@ def test_portable_report_names_skipped_files_without_machine_paths(tmp_path):
               {"file": str(tmp_path / "elsewhere" / "b.jpg"), "reason": "file not found"}]
     assert portable_report(report, frame) == [{"file": "u1/a.jpg", "reason": "empty file (0 bytes)"},
                                               {"file": "b.jpg", "reason": "file not found"}]
+
+
+def test_portable_notes_name_the_data_folder_relatively(tmp_path, monkeypatch):
+    from agegender.data.pipeline import portable_notes
+
+    monkeypatch.setenv("AGEGENDER_DATA_ROOT", str(tmp_path))
+    root = tmp_path / "celeba"
+    root.mkdir()
+    notes = [f"3 of 9 images are absent from {root.resolve()}/img_align_celeba", "no identity file"]
+    assert portable_notes(notes, root) == ["3 of 9 images are absent from celeba/img_align_celeba", "no identity file"]

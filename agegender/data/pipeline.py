@@ -353,6 +353,17 @@ def portable_report(report: list[dict], frame) -> list[dict]:
     return [{**item, "file": names.get(str(item["file"]), Path(str(item["file"])).name)} for item in report]
 
 
+def portable_notes(notes, root) -> list[str]:
+    """A reader's notes with the absolute data folder ``root`` (e.g. "images are absent from /home/...") written
+    as its data-relative name (:func:`agegender.data.provenance.relative_data_path`)."""
+    from agegender.data.provenance import relative_data_path
+
+    if root is None:
+        return [str(n) for n in notes]
+    full = str(Path(root).resolve())
+    return [str(n).replace(full, relative_data_path(root)) for n in notes]
+
+
 def training_order(nbytes: int, cache: bool | str = True) -> str:
     """How a training dataset of ``nbytes`` decoded bytes gets its uniform per-epoch shuffle.
 
