@@ -148,6 +148,13 @@ def beats_chance(metrics: dict) -> dict[str, bool]:
 
 
 def main(argv=None) -> int:
+    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
+    from agegender.cli import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agegender.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="build/demo",

@@ -51,3 +51,33 @@ def regression_report(y_true, y_pred, train_mean: float | None = None) -> dict:
         "r2": float(1 - np.sum(residual**2) / ss_tot) if ss_tot > 0 else float("nan"),
         "mean_baseline_mae": float(np.mean(np.abs(y_true - baseline))) if len(y_true) else float("nan"),
     }
+
+
+def collapse_check(*, age_true=None, age_pred=None, gender_true=None, gender_prob=None,
+                   spread_share: float = 0.05, margin: float = 0.02) -> list[str]:
+    """Why a trained network looks collapsed to constant outputs (empty list: it does not).
+
+    A network that collapsed (dead ReLUs after a diverging first step, say) gives nearly the same
+    output for every face. Age: the spread (std) of the predictions is under ``spread_share`` of
+    the labels' spread. Gender: one class is predicted for (almost) every face, or the accuracy is
+    no better than the majority share + ``margin``.
+    """
+    reasons = []
+    if age_true is not None and age_pred is not None:
+        truth, pred = np.ravel(np.asarray(age_true, float)), np.ravel(np.asarray(age_pred, float))
+        if not np.all(np.isfinite(pred)):
+            reasons.append("age predictions are not finite")
+        elif np.std(pred) < spread_share * np.std(truth):
+            reasons.append(f"age predictions nearly constant (std {np.std(pred):.3g} vs labels {np.std(truth):.3g})")
+    if gender_true is not None and gender_prob is not None:
+        truth = np.ravel(np.asarray(gender_true, int))
+        prob = np.asarray(gender_prob, float)
+        pred = np.argmax(prob, axis=-1) if prob.ndim == 2 and prob.shape[-1] > 1 else (np.ravel(prob) > 0.5)
+        share = max(np.mean(pred == 0), np.mean(pred == 1))
+        majority = max(np.mean(truth == 0), np.mean(truth == 1))
+        accuracy = float(np.mean(pred == truth))
+        if share > 0.98:
+            reasons.append(f"gender: one class predicted for {share:.1%} of the faces")
+        elif accuracy <= majority + margin:
+            reasons.append(f"gender accuracy {accuracy:.3f} at the majority share {majority:.3f}")
+    return reasons

@@ -164,6 +164,7 @@ class SpezialiExperiment:
     saturation: float = 0.2  # our choice: factor in [0.8, 1.2]
     hue: float = 0.05  # our choice: hue shift of at most 0.05 of the colour circle
     max_images: int | None = None  # None: every usable image; the smoke mode takes a seeded subset
+    keep_duplicates_together: bool = False  # the paper's split ignores byte-identical files (issue 21): not ours to fix
     first_n: int = 50  # Figs. 14-15: "the first 50 observations of the set"
     heatmap_index: int = 0  # Figs. 16-19: which validation face (in split order)
     precision: str = "auto"  # mixed_float16 on a GPU, float32 on CPU (agegender.training.configure_precision)
@@ -211,7 +212,7 @@ def load_split(data_dir, exp: SpezialiExperiment, tfds_dir=None):
     if exp.max_images is not None and exp.max_images < len(frame):
         frame = frame.sample(n=exp.max_images, random_state=exp.seed).sort_values("file").reset_index(drop=True)
     split = make_split(frame, "speziali", seed=exp.seed, test_fraction=exp.test_fraction,
-                       val_fraction=exp.val_fraction)
+                       val_fraction=exp.val_fraction, keep_duplicates_together=exp.keep_duplicates_together)
     counts = split.counts()
     if min(counts.values()) == 0:
         raise DataError(f"too few usable faces for a train/validation/test split (split sizes {counts})",
@@ -906,7 +907,7 @@ def run(data_dir, exp: SpezialiExperiment, *, networks=("age", "gender", "dual")
     # records
     all_cells = list(p_cells)
     protocol.finish({"split": {"counts": counts, "shares_percent": split_shares(counts), "ks_train_val": ks,
-                               "train_age_mean": train_age_mean}},
+                               "train_age_mean": train_age_mean, "duplicates": split.info.get("duplicates")}},
                     [dict(c) for c in p_cells], figures=figure_list, figures_dir=_relative(figures, paths["root"]),
                     pipeline_skipped=skipped)
     for key, res in results.items():
@@ -1001,7 +1002,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a field of the experiment (repeatable), e.g. --set lr_dual=0.001; the run is "
                              "recorded as deviating from the paper and gets its own table rows. Fields: "
                              + ", ".join(f.name for f in dataclasses.fields(SpezialiExperiment)))
-    add_run_arguments(parser,
+    add_run_arguments(parser, duplicates=True,
                       fresh_help="start a new run; by default rerunning the same command (same data, options and "
                                  "seed) resumes its earlier run: networks already complete are reloaded, an "
                                  "interrupted one continues after its last completed epoch")
@@ -1031,6 +1032,8 @@ def _main(argv=None) -> int:
         exp = dataclasses.replace(exp, epochs=args.epochs)
     if args.precision is not None:
         exp = dataclasses.replace(exp, precision=args.precision)
+    if args.keep_duplicates_together:
+        exp = dataclasses.replace(exp, keep_duplicates_together=True)
     exp = apply_overrides(exp, args.set)
     out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
     result = run(args.data_dir, exp, networks=networks, out=out, data_kind_override=args.data_kind,

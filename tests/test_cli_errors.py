@@ -164,10 +164,7 @@ READ_ONLY_COMMANDS = {
     **{module: (module, lambda d, ro, m=module: [*REPRODUCTIONS[m](d), "--out", str(ro / "out")])
        for module in REPRODUCTIONS},
 }
-NOT_YET = {  # entry points owned elsewhere that still end in a traceback here (strict: a fix shows as XPASS)
-    "agegender.demo": "agegender/demo.py's main() does not go through agegender.cli.run_main: a read-only --out "
-                      "ends in a PermissionError traceback from synthesize (demo.py is not part of issue 21's change)",
-}
+NOT_YET: dict[str, str] = {}  # entry points that still end in a traceback here (strict xfail: a fix shows as XPASS)
 
 
 @pytest.mark.parametrize("name", sorted(READ_ONLY_COMMANDS))
