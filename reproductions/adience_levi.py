@@ -654,8 +654,8 @@ def write_fold_summary(exp: Experiment, results: list[dict], *, runs_dir: Path, 
         values = [100 * r["metrics"]["test"][task]["accuracy"] for r in results]
         summary[task] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"))
     summary["epochs"] = float(np.mean([r["metrics"]["epochs_run"] for r in results]))
-    summary["figure"] = relative(_fold_figure(exp, results, figures_dir / f"jorgensen_figure{exp.figure}_{exp.name}.png"),
-                                 figures_dir.parent)  # relative to the output folder
+    figure = _fold_figure(exp, results, figures_dir / f"jorgensen_figure{exp.figure}_{exp.name}.png")
+    summary["figure"] = relative(figure, figures_dir.parent)  # relative to the output folder
     if len(results) > 1:
         note = "; ".join([f"sample std over folds {','.join(map(str, folds))} of one invocation "
                           f"({len(folds)} folds)", results[0]["notes"]])

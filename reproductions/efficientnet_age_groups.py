@@ -923,8 +923,8 @@ def run(exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
                   "effective_batch_size": exp.batch_size, "precision_policy": precision,
                   "deterministic": bool(deterministic), "strategy": strategy_info}
         recorder = RunRecorder(REPRODUCTION, spec.experiment, config=config, seed=exp.seed, data=info, paper=PAPER,
-                               out=paths["runs"], resume=not fresh, preprocessing=preprocessing(exp, spec, info["kind"]),
-                               deviations=run_deviations)
+                               out=paths["runs"], resume=not fresh,
+                               preprocessing=preprocessing(exp, spec, info["kind"]), deviations=run_deviations)
         title = f"{get_label(spec)} ({i}/{len(specs)})"
         if recorder.complete:
             metrics = recorder.record["metrics"]

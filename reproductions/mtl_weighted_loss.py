@@ -363,7 +363,7 @@ def _subsample(frame, n: int, seed: int):
 def _coral_lists(data_dir, coral_csv_dir, frame, exp: SundriyalExperiment, work_dir) -> tuple[Path, str]:
     """The folder of ``utk_train.csv`` / ``utk_test.csv``: the user's, or CORAL-like lists written to ``work_dir``."""
     for folder in (coral_csv_dir, data_dir):
-        if folder is not None and (Path(folder) / "utk_train.csv").is_file() and (Path(folder) / "utk_test.csv").is_file():
+        if folder is not None and all((Path(folder) / name).is_file() for name in ("utk_train.csv", "utk_test.csv")):
             return Path(folder), "CORAL csv split (utk_train.csv / utk_test.csv)"
     if coral_csv_dir is not None:
         raise DataError("utk_train.csv / utk_test.csv not found", path=coral_csv_dir,
@@ -554,7 +554,8 @@ def train_one(exp: SundriyalExperiment, choice, method: str, tasks: dict, split,
                            "lambda": exp.lam if model.weighting.mode == "learned" else None,
                            "n": {k: datasets[f"n_{k}"] for k in ("train", "val", "test")},
                            "evaluated_weights": "the final weights, after the Early Freeze / early stopping restores",
-                           "checkpoint": "model.keras holds the epoch of lowest total validation loss (ModelCheckpoint), "
+                           "checkpoint": "model.keras holds the epoch of lowest total validation loss "
+                                         "(ModelCheckpoint), "
                                          "which can differ from the evaluated weights"}
     return {"model": model, "history": history, "metrics": metrics, "seconds": seconds, "early_freeze": summary,
             "backbone": backbone_report, "method": method, "tasks": tuple(tasks)}
@@ -636,7 +637,8 @@ def _chapter5_cells(exp: SundriyalExperiment, result: dict, note: str) -> list[d
     lam_ok = math.isclose(exp.lam, 0.1) or exp.loss == "average"
     if dataset == "utkface":
         if is_thesis_mtl(exp):
-            label = "Ours (MTL+SEResnet)" if thesis_backbone(exp) == "senet50_128" else f"Ours (MTL+{backbone_label(exp)})"
+            label = ("Ours (MTL+SEResnet)" if thesis_backbone(exp) == "senet50_128"
+                     else f"Ours (MTL+{backbone_label(exp)})")
             cells.append(_cell("Table 4.16", label, "Age MAE (in years)", metrics["test"]["age"]["mae_years"],
                                "mae-years", note))
         if exp.early_freeze and lam_ok:  # Table 5.3: loss function (SE-ResNet-50 per the caption)
@@ -734,7 +736,8 @@ def settings_cells(exp: SundriyalExperiment, note: str) -> list[dict]:
             _cell("Table 3.2", "β1", "Value", exp.beta_1, "scalar", note),
             _cell("Table 3.2", "β2", "Value", exp.beta_2, "scalar", note),
             _cell("Table 3.2", "λ", "Value", exp.lam, "scalar", note),
-            _cell("Section 3.1", "ResNet-50 (VGGFace2)", "input size", BACKBONES["resnet50"].input_size, "pixels", note),
+            _cell("Section 3.1", "ResNet-50 (VGGFace2)", "input size", BACKBONES["resnet50"].input_size, "pixels",
+                  note),
             _cell("Section 3.3.2", "UTKFace age", "normalisation divisor", exp.age_scale, "scalar", note),
             _cell("Section 3.6.2", "learning rate", "plateau division factor", 1 / exp.lr_factor, "scalar", note)]
 
@@ -912,7 +915,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     p_cells += settings_cells(exp, "read from the configuration")
     figure_paths: dict[str, Path] = {}
     if exp.dataset == "utkface":
-        figure_paths["fig4_1_age_distribution"] = plot_age_distribution(samples.frame, figures / "fig4_1_age_distribution.png")
+        figure_paths["fig4_1_age_distribution"] = plot_age_distribution(samples.frame,
+                                                                        figures / "fig4_1_age_distribution.png")
 
     all_tasks = tasks_of(exp.dataset)
     jobs = []
@@ -946,8 +950,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
         result["recorder"], result["name"] = recorder, name
         results[name] = result
         test = result["metrics"]["test"]
-        parts = [f"{t} {'MAE %.2f y' % test[t]['mae_years'] if 'mae_years' in test[t] else 'acc %.1f %%' % (100 * test[t]['accuracy'])}"
-                 for t in tasks]
+        parts = [f"{t} " + ("MAE %.2f y" % test[t]["mae_years"] if "mae_years" in test[t]
+                            else "acc %.1f %%" % (100 * test[t]["accuracy"])) for t in tasks]
         log(f"[sundriyal] {name}: {result['seconds']:.1f} s, {len(result['history'])} epochs; test " + ", ".join(parts))
 
         # figures of this model (drawn again for a record read back)
@@ -1015,7 +1019,8 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     records = {"protocol": protocol.record_path, **{n: r["recorder"].record_path for n, r in results.items()}}
     if build_record is not None:
         records["model_build"] = build_record
-    return {"run_id": run_id, "kind": kind, "split": split, "counts": data["full_counts"], "counts_used": data["counts"],
+    return {"run_id": run_id, "kind": kind, "split": split, "counts": data["full_counts"],
+            "counts_used": data["counts"],
             "backbone": choice, "records": records, "metrics": {n: r["metrics"] for n, r in results.items()},
             "results": results, "cells": all_cells, "figures": figure_paths, "figures_dir": figures,
             "tables_dir": paths["tables"], "readme": paths["readme"], "tables": summary["tables"],

@@ -202,7 +202,8 @@ def _is_data(fields: list[str]) -> bool:
     a label and nothing else (a table printed blank)."""
     if fields[0] and len(fields) > 1 and not any(fields[1:]):
         return True
-    return any(re.fullmatch(r"[\d\s.,±×x$\\timespm{}^\-−*%]+", f) and re.search(r"\d|^[-*]$", f) for f in fields[1:])
+    return any(re.fullmatch(r"[\d\s.,±×x$\\timespm{}^\-−*%]+", f) and re.search(r"\d|^[-*]$", f)
+               for f in fields[1:])
 
 
 def _header_lines(lines: list[str]) -> set[int]:

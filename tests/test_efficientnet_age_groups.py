@@ -307,8 +307,9 @@ def test_claims_hold_do_not_hold_or_are_not_run():
     assert gy.claim_cells(claims, "") == []  # "not run": no value, the table says "not yet"
 
 
-PAPER_LIKE = {("imdb_wiki", "b4", "age", 3): .70, ("imdb_wiki", "b4", "age", 5): .50, ("imdb_wiki", "b4", "age", 10): .30,
-              ("imdb_wiki", "b4", "age+gender", 3): .705, ("imdb_wiki", "b5", "age", 3): .71,
+PAPER_LIKE = {("imdb_wiki", "b4", "age", 3): .70, ("imdb_wiki", "b4", "age", 5): .50,
+              ("imdb_wiki", "b4", "age", 10): .30, ("imdb_wiki", "b4", "age+gender", 3): .705,
+              ("imdb_wiki", "b5", "age", 3): .71,
               ("utkface", "b4", "age", 3): .80, ("utkface", "b4", "age+gender", 3): .78,
               ("utkface", "b4", "age+gender+race", 3): .82, ("multi", "b4", "age+gender+race", 3): .60}
 PAPER_DISTS = {"imdb_wiki": {10: {"1-8": 100, "9-16": 300, "17-24": 3000, "25-32": 5000, "33-40": 5000, "41-48": 3000,

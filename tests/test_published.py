@@ -72,7 +72,8 @@ def test_catalogue_relations_that_the_papers_state(published):
     def value(paper, table, row, column):
         return one(published, paper, table, row, column).value_num
 
-    t1 = published[(published.paper == "jorgensen") & (published.table == "Table 1") & (published.column == "Parameters")]
+    t1 = published[(published.paper == "jorgensen") & (published.table == "Table 1")
+                   & (published.column == "Parameters")]
     assert t1.value_num.sum() == value("jorgensen", "Table 2", "Gender", "Total parameters")
     assert t1[t1.row.str.startswith("Convolution")].value_num.sum() == value("jorgensen", "Table 2", "Functional layer",
                                                                              "Total parameters")
