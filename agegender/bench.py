@@ -12,7 +12,10 @@ batches of ``size`` x ``size`` images, in one process, on the same files:
 (d) ``decode_limit_img_s``: parallel ``tf.io.decode_jpeg`` of the files' bytes already in memory,
     nothing else: the ceiling for any pipeline that has to decode every JPEG once;
 (e) ``decode_resize_limit_img_s``: the same plus the resize to ``size`` (the pipeline's own
-    :func:`agegender.preprocess.resize_uint8`), the ceiling for a first epoch that must also resize.
+    :func:`agegender.preprocess.resize_uint8`), the ceiling for a first epoch that must also resize;
+(f) ``loader_first_epoch_img_s`` / ``loader_cached_img_s``: the same epochs from
+    :class:`agegender.data.loader.Batches`, the numpy + Pillow loader for machines without TensorFlow
+    (``loader_workers`` processes; their CPU time is not in this process's, so no CPU figure).
 
 Targets on a 2-core CPU (issue 9): first epoch >= 0.9 x the decode limit; cached epochs >= 3 x
 the decode limit. The JSON says whether each holds. Each rate is the best of ``--repeats`` runs
@@ -172,6 +175,29 @@ def _pipeline_passes(files, size: int, batch: int, epochs: int):
     return run
 
 
+def _loader_passes(files, size: int, batch: int, epochs: int, workers: int | None = None):
+    """As :func:`_pipeline_passes`, for :class:`agegender.data.loader.Batches`: [images/s] per epoch."""
+    import pandas as pd
+
+    from agegender.data.loader import Batches
+    from agegender.data.pipeline import Augment, Target
+
+    frame = pd.DataFrame({"path": files, "file": [Path(p).name for p in files], "age": 30.0})
+
+    def run():
+        rates = []
+        with Batches(frame, {"age": Target("age", "regression")}, image_size=size, batch_size=batch, training=True,
+                     augment=Augment(flip=True), workers=workers) as batches:
+            for _ in range(epochs):
+                start = time.perf_counter()
+                for _ in batches:
+                    pass
+                rates.append(len(files) / (time.perf_counter() - start))
+            return rates, batches.workers
+
+    return run
+
+
 def machine_facts() -> dict:
     import keras
 
@@ -224,13 +250,16 @@ def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 1
     naive = _naive(files, size, batch)
     decode_pass, decode_resize_pass = _decode_pass(files), _decode_pass(files, size)
     pipeline_pass = _pipeline_passes(files, size, batch, epochs)
-    decodes, decode_resizes, firsts, laters = [], [], [], []
+    loader_pass = _loader_passes(files, size, batch, epochs)
+    decodes, decode_resizes, firsts, laters, loader_rates = [], [], [], [], []
     for _ in range(repeats):  # interleaved, so that a slow spell of the machine hits every measurement alike
         decodes.append(decode_pass())
         decode_resizes.append(decode_resize_pass())
         first, *later = pipeline_pass()
         firsts.append(first)
         laters.extend(later)
+        rates, loader_workers = loader_pass()
+        loader_rates.append(rates)
     decode, decode_cpu = max(r for r, _ in decodes), min(c for _, c in decodes)
     decode_resize, decode_resize_cpu = max(r for r, _ in decode_resizes), min(c for _, c in decode_resizes)
     first, first_cpu = max(r for r, _ in firsts), min(c for _, c in firsts)
@@ -244,6 +273,9 @@ def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 1
         "first_epochs_img_s": [round(r, 1) for r, _ in firsts], "later_epochs_img_s": [round(r, 1) for r, _ in laters],
         "decode_limits_img_s": [round(r, 1) for r, _ in decodes],
         "first_epoch_vs_decode_limit": round(first / decode, 3), "cached_vs_decode_limit": round(cached / decode, 3),
+        "loader_first_epoch_img_s": round(max(r[0] for r in loader_rates), 1),
+        "loader_cached_img_s": round(max(x for r in loader_rates for x in r[1:]), 1) if epochs > 1 else None,
+        "loader_workers": loader_workers,
         "first_epoch_vs_decode_resize_limit": round(first / decode_resize, 3),
         "cpu_us_per_img": {"decode_limit": round(decode_cpu, 1), "decode_resize_limit": round(decode_resize_cpu, 1),
                            "first_epoch": round(first_cpu, 1), "cached": round(cached_cpu, 1)},
@@ -462,7 +494,18 @@ def markdown(results: list[dict]) -> str:
                          f"| {r['first_epoch_vs_decode_limit']} | {r['cached_vs_decode_limit']} "
                          f"| {r.get('first_epoch_vs_decode_resize_limit', '-')} | {m['cpu_count']} "
                          f"| {m.get('load_average_1min', '-')} |")
-        lines += ["", "Rates are the best of the runs the JSON lists (`repeats`).", "",
+        lines += ["", "Rates are the best of the runs the JSON lists (`repeats`).", ""]
+        loaders = [r for r in pipes if "loader_first_epoch_img_s" in r]
+        if loaders:
+            lines += ["Without TensorFlow: `agegender.data.loader.Batches` (numpy + Pillow, worker processes), the same "
+                      "files, epochs and augmentation (images/s):", "",
+                      "| data | images | size | workers | first epoch | cached epoch | tf.data first | tf.data cached |",
+                      "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['data']} | {r['images']} | {r['size']} | {r['loader_workers']} | "
+                      f"{r['loader_first_epoch_img_s']} | {r['loader_cached_img_s']} | {r['first_epoch_img_s']} | "
+                      f"{r['cached_img_s']} |" for r in loaders]
+            lines.append("")
+        lines += [
                   "CPU time per image (µs, all threads; less sensitive to other load than the rates above), and the "
                   "targets' ratios in CPU time:", "",
                   "| data | images | size | decode limit | decode + resize limit | first epoch | cached epoch | "
@@ -625,7 +668,8 @@ def main(argv=None) -> int:
                   f"naive PIL {result['naive_img_s']}, first epoch {result['first_epoch_img_s']}, cached "
                   f"{result['cached_img_s']}, decode limit {result['decode_limit_img_s']}; first/limit "
                   f"{result['first_epoch_vs_decode_limit']} (target 0.9), cached/limit "
-                  f"{result['cached_vs_decode_limit']} (target 3)")
+                  f"{result['cached_vs_decode_limit']} (target 3); numpy loader ({result['loader_workers']} workers) "
+                  f"first epoch {result['loader_first_epoch_img_s']}, cached {result['loader_cached_img_s']}")
         elif args.command == "scale":
             from agegender.bench_scale import measure_scale
 
