@@ -54,13 +54,15 @@ def regression_report(y_true, y_pred, train_mean: float | None = None) -> dict:
 
 
 def collapse_check(*, age_true=None, age_pred=None, gender_true=None, gender_prob=None,
-                   spread_share: float = 0.05, margin: float = 0.02) -> list[str]:
+                   spread_share: float = 0.05, min_prob_std: float = 0.01) -> list[str]:
     """Why a trained network looks collapsed to constant outputs (empty list: it does not).
 
     A network that collapsed (dead ReLUs after a diverging first step, say) gives nearly the same
     output for every face. Age: the spread (std) of the predictions is under ``spread_share`` of
-    the labels' spread. Gender: one class is predicted for (almost) every face, or the accuracy is
-    no better than the majority share + ``margin``.
+    the labels' spread. Gender: one class is predicted for (almost) every face, or the predicted
+    probability of the second class hardly varies (std under ``min_prob_std``) while the accuracy
+    is no better than the majority share. A network that is merely slow to learn keeps a spread
+    and is not called collapsed.
     """
     reasons = []
     if age_true is not None and age_pred is not None:
@@ -72,12 +74,16 @@ def collapse_check(*, age_true=None, age_pred=None, gender_true=None, gender_pro
     if gender_true is not None and gender_prob is not None:
         truth = np.ravel(np.asarray(gender_true, int))
         prob = np.asarray(gender_prob, float)
-        pred = np.argmax(prob, axis=-1) if prob.ndim == 2 and prob.shape[-1] > 1 else (np.ravel(prob) > 0.5)
+        second = prob[:, 1] if prob.ndim == 2 and prob.shape[-1] > 1 else np.ravel(prob)
+        pred = (second > 0.5).astype(int) if prob.ndim == 1 or prob.shape[-1] == 1 else np.argmax(prob, axis=-1)
         share = max(np.mean(pred == 0), np.mean(pred == 1))
         majority = max(np.mean(truth == 0), np.mean(truth == 1))
         accuracy = float(np.mean(pred == truth))
-        if share > 0.98:
+        if not np.all(np.isfinite(second)):
+            reasons.append("gender probabilities are not finite")
+        elif share > 0.98:
             reasons.append(f"gender: one class predicted for {share:.1%} of the faces")
-        elif accuracy <= majority + margin:
-            reasons.append(f"gender accuracy {accuracy:.3f} at the majority share {majority:.3f}")
+        elif np.std(second) < min_prob_std and accuracy <= majority + 0.02:
+            reasons.append(f"gender probabilities nearly constant (std {np.std(second):.3g}), accuracy {accuracy:.3f} "
+                           f"at the majority share {majority:.3f}")
     return reasons
