@@ -1,5 +1,5 @@
-"""``python -m agegender.data``: generate faces in a dataset's native layout, audit a dataset folder, or prepare
-it once as TFDS records."""
+"""``python -m agegender.data``: generate faces in a dataset's native layout, audit a dataset folder, prepare
+it once as TFDS records, or pack it compactly (WebP at the load size) for a machine without TensorFlow."""
 
 from __future__ import annotations
 
@@ -62,6 +62,24 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("dataset", choices=LAYOUTS, help="which dataset (and reader)")
     prepare.add_argument("--data-dir", required=True, help="the raw dataset root in its native layout (manual_dir)")
     prepare.add_argument("--tfds-dir", required=True, help="TFDS data_dir to write the prepared records into")
+
+    pack = sub.add_parser(
+        "pack", help="write the usable images at their load size as WebP, with labels and provenance (a pack)",
+        description="Read a dataset folder with its reader, drop the images training cannot use (listed in the "
+                    "manifest with the reason), resize each to --size as the pipeline does and write it as WebP, "
+                    "with the label table, the reader's report, the source's fingerprint and the grey-level "
+                    "difference the re-encoding costs. Readers accept the pack folder like the raw one "
+                    "(agegender.data.pack).")
+    pack.add_argument("dataset", choices=LAYOUTS, help="which dataset (and reader)")
+    pack.add_argument("--data-dir", required=True, help="the raw dataset root in its native layout")
+    pack.add_argument("--size", required=True, help="side in pixels every image is resized to (the protocol's load "
+                      "size, e.g. 128 for Speziali), or 'native' to keep images that are already square and of one "
+                      "size (UTKFace: 200)")
+    pack.add_argument("--out", required=True, help="the pack folder to write (new, empty, or an older pack)")
+    pack.add_argument("--quality", type=int, default=80, help="WebP quality 0-100 (default 80)")
+    pack.add_argument("--method", type=int, default=4, choices=range(7), metavar="0-6",
+                      help="WebP encoder effort 0-6 (default 4; 6 is smaller and slower)")
+    pack.add_argument("--workers", type=int, default=None, help="encoding processes (default: the cores, at most 16)")
     return parser
 
 
@@ -83,7 +101,17 @@ def main(argv=None) -> int:
         return 130
 
 
+def _size(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DataError(f"--size {text!r} is not a number of pixels", fix="pass --size N (e.g. 128) or --size native") \
+            from None
+
+
 def _main(args) -> int:
+    from pathlib import Path
+
     from agegender import atomic
 
     if args.command == "synth":
@@ -95,8 +123,6 @@ def _main(args) -> int:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return 0
     if args.command == "prepare":
-        from pathlib import Path
-
         from agegender.data.prepared import prepare
 
         atomic.check_writable(args.tfds_dir, flag="--tfds-dir")
@@ -106,8 +132,18 @@ def _main(args) -> int:
                              "all": str(Path(result["data_dir"]) / "skipped.json")}
         print(json.dumps(result, indent=2, default=str))
         return 0
-    from pathlib import Path
+    if args.command == "pack":
+        from agegender.data.pack import write_pack
 
+        size = None if args.size == "native" else _size(args.size)
+        atomic.check_writable(Path(args.out).parent, flag="--out")
+        manifest = write_pack(args.dataset, args.data_dir, args.out, size=size, quality=args.quality,
+                              method=args.method, workers=args.workers)
+        summary = {k: manifest.get(k) for k in ("dataset", "size", "quality", "images", "bytes", "reencoding",
+                                                 "reused")}
+        summary.update(out=args.out, megabytes=round(manifest["bytes"] / 1e6, 1), skipped=len(manifest["skipped"]))
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
     from agegender.data.audit import audit, format_report
 
     if args.remap_stray_ages and args.dataset != "adience":

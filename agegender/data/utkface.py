@@ -41,6 +41,9 @@ hashing the images); they appear as distinct rows.
 UTKFace has no identity ids, so ``group`` is the file name without its ``.jpg`` /
 ``.jpg.chip.jpg`` suffix: every image is its own group. ``file`` is the path relative to
 ``root`` (just the name for a flat folder); ``source`` is ``"utkface"``.
+
+A pack (``python -m agegender.data pack utkface ...``, :mod:`agegender.data.pack`) is read from its
+manifest and label table instead: the same rows, ``path`` pointing to the re-encoded images.
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ def read_utkface(root, *, layout: str = "auto") -> Samples:
     if not root.is_dir():
         raise DataError("UTKFace root is not a folder", path=root, fix=f"point it at a folder of {_EXPECTED}")
     root = root.resolve()
+    from agegender.data.pack import is_pack, read_pack
+
+    if is_pack(root):  # written by python -m agegender.data pack: the same rows, images re-encoded (agegender.data.pack)
+        return read_pack(root, dataset="utkface")
 
     files, notes, unreadable = _list_files(root)
     if not files and unreadable and not any(u["reason"] == UNDECODABLE_REASON for u in unreadable):
