@@ -28,10 +28,10 @@ def test_collapse_check_on_constructed_outputs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("network", ["gender", "age"])
-def test_speziali_networks_learn_on_real_faces(utkface_sample, network):
-    """The single-task networks at the paper's learning rates (gender 0.01, age 0.001), 160 steps of 32
-    real faces at 64 px: neither may collapse, and each must beat its trivial baseline on held-out faces."""
+def test_dual_network_does_not_collapse_on_real_faces(utkface_sample):
+    """Speziali's dual-task network (lr 0.001, the documented deviation from the paper's 0.01, at which it
+    collapses on real faces), 150 steps of 32 real faces at 64 px: neither output may collapse to a constant,
+    gender must beat the majority share and age the train-mean MAE on held-out faces."""
     import keras
 
     import reproductions.utkface_dual_cnn as spz
@@ -39,20 +39,18 @@ def test_speziali_networks_learn_on_real_faces(utkface_sample, network):
     from agegender.training import collect_predictions
 
     exp = dataclasses.replace(spz.SpezialiExperiment(), input_size=64, batch_size=32, max_images=2400,
-                              precision="float32")
+                              precision="float32", lr_dual=0.001)
     _, _, split = spz.load_split(utkface_sample, exp)
     keras.utils.set_random_seed(0)
-    data = spz.make_datasets(split, exp, spz.NETWORKS[network].tasks, [])
-    model = spz.build_network(network, exp)
-    model.fit(data["train"].repeat(), steps_per_epoch=160, epochs=1, verbose=0)
+    data = spz.make_datasets(split, exp, spz.NETWORKS["dual"].tasks, [])
+    model = spz.build_network("dual", exp)
+    model.fit(data["train"].repeat(), steps_per_epoch=150, epochs=1, verbose=0)
     y, p, _ = collect_predictions(model, data["val"])
-    if network == "gender":
-        reasons = collapse_check(gender_true=y["gender"], gender_prob=p["gender"])
-        accuracy = float(np.mean(np.argmax(p["gender"], -1) == y["gender"]))
-        majority = max(np.mean(y["gender"]), 1 - np.mean(y["gender"]))
-        assert not reasons and accuracy > majority + 0.05, (reasons, accuracy, majority)
-    else:
-        reasons = collapse_check(age_true=y["age"], age_pred=p["age"])
-        truth, pred = np.ravel(y["age"]), np.ravel(p["age"])
-        mae, baseline = np.mean(np.abs(truth - pred)), np.mean(np.abs(truth - split.part("train")["age"].mean()))
-        assert not reasons and mae < 0.95 * baseline, (reasons, mae, baseline)
+    reasons = collapse_check(age_true=y["age"], age_pred=p["age"], gender_true=y["gender"], gender_prob=p["gender"])
+    accuracy = float(np.mean(np.argmax(p["gender"], -1) == y["gender"]))
+    majority = max(np.mean(y["gender"]), 1 - np.mean(y["gender"]))
+    truth, pred = np.ravel(y["age"]), np.ravel(p["age"])
+    mae, baseline = np.mean(np.abs(truth - pred)), np.mean(np.abs(truth - split.part("train")["age"].mean()))
+    assert not reasons, reasons
+    assert accuracy > majority + 0.04, (accuracy, majority)
+    assert mae < baseline, (mae, baseline)
