@@ -765,7 +765,7 @@ def test_smoke_cli_on_generated_utkface(utk_faces, tmp_path, capsys, monkeypatch
     def train_one(*args, recorder, **kwargs):
         raise Started(recorder)
 
-    monkeypatch.setattr(sun, "train_one", train_one)
+    monkeypatch.setattr(sun.reproduction, "train_one", train_one)
     with pytest.raises(Started) as started:
         sun.main(["--dataset", "utkface", "--data-dir", str(utk_faces), "--method", "mtl", "--smoke", "--out", str(out),
                   "--fresh"])
@@ -960,7 +960,7 @@ def test_make_reproduce_mtl_runs_both_backbones_and_fills_their_tables(tmp_path)
     stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     stub.chmod(0o755)
     subprocess.run(["make", "-s", "-o", "install", "reproduce-mtl", f"PY={stub}", "DATA_DIR=/d", "CELEBA_DIR=/c"],
-                   cwd=Path(sun.__file__).resolve().parents[1], check=True, capture_output=True, timeout=60)
+                   cwd=Path(sun.__file__).resolve().parents[2], check=True, capture_output=True, timeout=60)
     cells = set()
     backbones = set()
     for line in log.read_text().splitlines():

@@ -313,7 +313,7 @@ def test_cross_validation_resumes_at_the_first_fold_without_a_complete_record(ti
         return [{"epoch": 1, "loss": 1.0, "val_loss": 1.0}]
 
     monkeypatch.setattr(training, "train", fake_train)
-    monkeypatch.setattr(A, "write_model_build_record", lambda runs_dir: None)  # Tables 1-2: not under test
+    monkeypatch.setattr(A.reproduction, "write_model_build_record", lambda runs_dir: None)  # Tables 1-2: not under test
     import results.tables
 
     monkeypatch.setattr(results.tables, "generate", lambda *a, **k: {"tables": [], "records": 0, "skipped": []})

@@ -288,7 +288,7 @@ def test_command_line_maps_to_the_experiment(monkeypatch, tmp_path):
         seen.update(exp=exp, backbones=backbones, out=out)
         raise DataError("stop here")
 
-    monkeypatch.setattr(dey, "run", fake_run)
+    monkeypatch.setattr(dey.reproduction, "run", fake_run)
     assert dey.main(["--data-dir", "x", "--smoke", "--backbone", "all"]) == 2
     assert seen["backbones"] == list(SIX) and seen["exp"].weights is None and seen["exp"].epochs == 1
     assert str(seen["out"]).endswith(os.path.join("build", "smoke", "utkface_xception"))
@@ -310,7 +310,7 @@ def test_a_diverged_backbone_is_reported_and_the_others_still_run(monkeypatch, f
         tried.append(exp.backbone)
         raise dey.TrainingDiverged("training diverged: the loss became nan at epoch 1 (batch 2)")
 
-    monkeypatch.setattr(dey, "run_backbone", diverge)
+    monkeypatch.setattr(dey.reproduction, "run_backbone", diverge)
     code = dey.main(["--data-dir", str(faces), "--smoke", "--backbone", "all", "--out", str(tmp_path)])
     assert code == 2 and tried == list(SIX)
     err = capsys.readouterr().err.strip().splitlines()
@@ -351,9 +351,9 @@ def test_keep_duplicates_together_is_wired_into_the_split_the_records_and_the_ta
     (data / "40_0_0_20170301999999991.jpg.chip.jpg").write_bytes(b"")  # unusable images
     (data / "41_1_1_20170301999999992.jpg.chip.jpg").write_text("<!DOCTYPE html><html></html>")
     trained = []
-    monkeypatch.setattr(dey, "run_backbone", lambda exp, split, datasets, **kw: trained.append((exp, split)) or
+    monkeypatch.setattr(dey.reproduction, "run_backbone", lambda exp, split, datasets, **kw: trained.append((exp, split)) or
                         {"exp": exp, "record": None, "metrics": {}, "cells": [], "figures": {}})
-    monkeypatch.setattr(dey, "make_datasets", lambda *a, **k: {})
+    monkeypatch.setattr(dey.reproduction, "make_datasets", lambda *a, **k: {})
     assert dey.main(["--data-dir", str(data), "--smoke", "--keep-duplicates-together", "--out",
                      str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
@@ -406,7 +406,7 @@ def test_a_read_only_output_folder_stops_the_run_before_reading_data(tmp_path, m
         return real(folder, **kwargs)
 
     monkeypatch.setattr(atomic, "check_writable", refuse)
-    monkeypatch.setattr(dey, "load_split", lambda *a, **k: pytest.fail("data read before the output was checked"))
+    monkeypatch.setattr(dey.reproduction, "load_split", lambda *a, **k: pytest.fail("data read before the output was checked"))
     assert dey.main(["--data-dir", str(tmp_path), "--smoke", "--out", str(tmp_path / "ro")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not writable" in err and "\n" not in err

@@ -1,5 +1,5 @@
 """Sundriyal (paper 004): the figures of :mod:`reproductions.mtl_weighted_loss` (loss weights per epoch, Figures
-4.1, 5.1 and 5.2), split out of it; it imports them from here."""
+4.1, 5.1 and 5.2)."""
 
 from __future__ import annotations
 

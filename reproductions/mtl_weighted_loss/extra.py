@@ -1,6 +1,6 @@
 """Sundriyal (paper 004): the cells and record parts beyond the per-method tables.
 
-Split out of :mod:`reproductions.mtl_weighted_loss` (which calls everything here):
+Beyond the per-method cells of :mod:`reproductions.mtl_weighted_loss.cells` (the run calls everything here):
 
 * **Learned loss weights, initial and final** (thesis Sec. 3.4): every MTL record keeps ``w`` at
   the start (the seeded random logits) and at the end of training

@@ -1,6 +1,6 @@
 """Jørgensen et al. (paper 001), Tables 1 and 2 and the counts of Sections 3.1 / 3.3, read off the Keras builds.
 
-Split out of :mod:`reproductions.adience_levi` (which re-exports :func:`model_facts`); no data, no network.
+Used by :func:`reproductions.adience_levi.paper.model_facts`; no data, no network.
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import copy
 import functools
 
-from reproductions.adience_levi import EXPERIMENTS, Experiment, _cell, build_model
+from reproductions.adience_levi.config import EXPERIMENTS, Experiment
+from reproductions.adience_levi.paper import _cell, build_model
 
 
 def _counts(model) -> dict:
