@@ -120,3 +120,9 @@ GU_YANG_ARGS ?=
 reproduce-gu-yang: install  ## Gu & Yang: EfficientNet B4-B7 x 3/5/10 age groups x task sets on IMDB-WIKI, UTKFace, multi-source (IMDB_WIKI=... UTKFACE=...; GU_YANG_ARGS="--smoke" for a 5-min check; offline: GU_YANG_ARGS="--weights FOLDER"; GPU needed for real runs)
 	@test -n "$(IMDB_WIKI)" -a -n "$(UTKFACE)" || { echo "error: pass IMDB_WIKI=<folder holding imdb_crop/imdb.mat> and UTKFACE=<UTKFace folder>"; exit 2; }
 	$(PY) -m reproductions.efficientnet_age_groups --imdb-wiki "$(IMDB_WIKI)" --utkface "$(UTKFACE)" $(GU_YANG_ARGS)
+
+KIT_DIR ?= build/gpu-kit
+KIT_QUALITY ?= 60
+.PHONY: gpu-kit
+gpu-kit: install  ## one folder (<= 60 MB) for a Linux box with Python 3.12 + JAX (CUDA), no TensorFlow or network: the project (HEAD), Keras wheels, the full UTKFace as a native-200-px WebP pack (KIT_QUALITY, default 60; DATA_ROOT as for facts); there: bash run.sh OUT (needs PyPI here; a few min on 2 cores)
+	$(PY) -m agegender.gpu_kit build --data-dir "$(DATA_ROOT)/utkface/full" --out "$(KIT_DIR)" --quality $(KIT_QUALITY)

@@ -201,3 +201,12 @@ def test_the_pipeline_benchmark_times_the_loader(tmp_path):
            "loader_cached_img_s": round(rates[1], 1), "loader_workers": 0}
     table = markdown([row])
     assert f"| given | 12 | 16 | 0 | {round(rates[0], 1)} | {round(rates[1], 1)} | 2 | 3 |" in table
+
+
+def test_workers_that_cannot_start_are_an_error_not_a_hang(tmp_path):
+    frame = _pngs(tmp_path, 4)
+    batches = Batches(frame, AGE, image_size=16, batch_size=2, workers=1)
+    os.unlink(batches._spec["cache_file"])  # each worker opens the shared cache at start: now it cannot
+    with pytest.raises(RuntimeError, match="worker processes stopped"):
+        batches[0]
+    batches.close()

@@ -399,7 +399,7 @@ class Batches:
             images, kept, failures = _make_batch(self._state, epoch, number, self._indices(epoch, number))
         else:
             self._submit(epoch, number)
-            images, kept, failures = self._pending.pop((epoch, number)).get()
+            images, kept, failures = _result(self._pending.pop((epoch, number)))
             for ahead in range(1, self.prefetch + 1):  # keep the workers busy, across the epoch's end too
                 e, b = divmod(number + ahead, len(self))
                 self._submit(epoch + e, b)
@@ -412,8 +412,7 @@ class Batches:
             self._pool = _start_pool(self.workers, self._spec)
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _cleanup, self._pool, self._spec["cache_file"])
-        self._pending[(epoch, number)] = self._pool.apply_async(_worker_batch, (epoch, number,
-                                                                                self._indices(epoch, number)))
+        self._pending[(epoch, number)] = self._pool.submit(_worker_batch, epoch, number, self._indices(epoch, number))
 
     def _assemble(self, epoch, number, images, kept, failures):
         indices = self._indices(epoch, number)
@@ -435,7 +434,7 @@ class Batches:
         self.epoch += 1
         stale = [key for key in self._pending if key[0] < self.epoch]
         for key in stale:
-            self._pending.pop(key).wait()
+            self._pending.pop(key).cancel()
 
     def __iter__(self):
         for number in range(len(self)):
@@ -460,8 +459,7 @@ class Batches:
 
 def _cleanup(pool, cache_file) -> None:
     if pool is not None:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
     if cache_file:
         for path in (cache_file, cache_file + ".done"):
             try:
@@ -501,8 +499,24 @@ def process_context():
 
 
 def _start_pool(workers: int, spec: dict):
-    with one_thread_each():
-        return process_context().Pool(workers, initializer=_init_worker, initargs=(spec,))
+    from concurrent.futures import ProcessPoolExecutor
+
+    with one_thread_each():  # the first worker (and the forkserver) start inside the block
+        pool = ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_init_worker, initargs=(spec,))
+        _result(pool.submit(int))
+    return pool
+
+
+def _result(future):
+    """A worker's result; a worker that died (or never started) is one clear error instead of a hang."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool as err:
+        raise RuntimeError(f"the loader's worker processes stopped ({err}). A script that uses workers must keep its "
+                           "top-level code under `if __name__ == '__main__':` (each worker imports the main module); "
+                           "workers=0 prepares batches in this process") from None
 
 
 def _cache_file(count: int, image_bytes: int) -> str:
