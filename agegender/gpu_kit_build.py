@@ -218,7 +218,7 @@ def add_build_arguments(parser) -> None:
 def add_estimate_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="a UTKFace pack or folder (the split sizes come from it)")
     parser.add_argument("--models", default="all", help="comma-separated model names, or all")
-    parser.add_argument("--json", default=None, help="also write the numbers as JSON here")
+    parser.add_argument("--json", dest="json_path", default=None, help="also write the numbers as JSON here")
 
 
 RUN_SH = r"""#!/usr/bin/env bash

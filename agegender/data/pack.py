@@ -6,7 +6,8 @@
                                relative to the data root and a fingerprint, never an absolute path), the
                                reader's report, every skipped file with its reason, and what the re-encoding
                                cost (grey-level difference to the original pixels)
-    PACK/labels.csv            the reader's sample table without ``path``; ``packed`` names each image
+    PACK/labels.csv.gz         the reader's sample table without ``path`` (gzip: the file names repeat in ``file``
+                               and ``group``; 0.5 MB instead of 2.9 for UTKFace)
     PACK/images/<file>.webp    each usable image, decoded as the pipeline decodes it, resized to N x N
                                (:func:`agegender.data.loader.resize_uint8`, the pipeline's resize; none when
                                already N x N) and encoded as WebP at quality Q
@@ -41,11 +42,16 @@ from agegender.errors import DataError
 __all__ = ["MANIFEST", "is_pack", "pack_info", "read_pack", "write_pack"]
 
 MANIFEST = "agegender-pack.json"
-LABELS = "labels.csv"
+LABELS = "labels.csv.gz"
 IMAGES = "images"
 FORMAT = "agegender-pack"
-VERSION = 1
+VERSION = 2
 CODEC = "webp"
+
+
+def packed_name(file: str) -> str:
+    """Where the image of the row named ``file`` lies under ``PACK/images``."""
+    return f"{file}.{CODEC}"
 
 
 def is_pack(root) -> bool:
@@ -98,7 +104,7 @@ def read_pack(root, *, dataset: str | None = None):
     if len(frame) != manifest["images"]:
         raise DataError(f"the pack lists {manifest['images']} images but {LABELS} has {len(frame)} rows", path=root,
                         fix="write the pack again (it was changed or not finished)")
-    frame.insert(0, "path", [str(root / IMAGES / p) for p in frame.pop("packed")])
+    frame.insert(0, "path", [str(root / IMAGES / packed_name(f)) for f in frame["file"]])
     reader = manifest["reader"]
     note = (f"re-encoded pack: {manifest['images']:,} images at {manifest['size']} px as WebP quality "
             f"{manifest['quality']} (mean / p99 difference to the originals {manifest['reencoding']['mean_abs']} / "
@@ -166,8 +172,11 @@ def write_pack(dataset: str, data_dir, out, *, size: int | None, quality: int = 
     settings = {"dataset": dataset, "size": size, "codec": CODEC, "quality": quality, "method": method,
                 "reader_options": reader_options}
     if is_pack(out):
-        old = _manifest(out)
-        if {k: old.get(k) for k in settings} == settings and old.get("source") == source:
+        try:
+            old = _manifest(out)
+        except DataError:  # a pack of an older format: replaced below
+            old = {}
+        if old and {k: old.get(k) for k in settings} == settings and old.get("source") == source:
             return {**old, "reused": True}
 
     samples = drop_unusable_images(read_dataset(dataset, data_dir, **reader_options), require=True)
@@ -179,7 +188,7 @@ def write_pack(dataset: str, data_dir, out, *, size: int | None, quality: int = 
                             path=data_dir, fix="pass --size N: the load size the protocol resizes to")
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    packed = [f"{file}.{CODEC}" for file in frame["file"]]
+    packed = [packed_name(file) for file in frame["file"]]
     tasks = [(i, path, str(staging / IMAGES / name), size, quality, method)
              for i, (path, name) in enumerate(zip(frame["path"], packed))]
     histogram = np.zeros(256, dtype=np.int64)
@@ -196,8 +205,8 @@ def write_pack(dataset: str, data_dir, out, *, size: int | None, quality: int = 
         if not keep.any():
             raise DataError(f"none of the {len(frame):,} {dataset} images decodes", path=data_dir,
                             fix="point --data-dir at the real images")
-        labels = frame.drop(columns=["path"]).assign(packed=packed)[keep]
-        labels.to_csv(staging / LABELS, index=False)
+        labels = frame.drop(columns=["path"])[keep]
+        labels.to_csv(staging / LABELS, index=False, compression={"method": "gzip", "mtime": 0})
         skipped = _portable(samples.skipped, frame) + [{"file": frame["file"][i], "reason": r}
                                                        for i, r in sorted(failed.items())]
         manifest = {"format": FORMAT, "version": VERSION, **settings, "images": int(keep.sum()),
