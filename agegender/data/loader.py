@@ -125,38 +125,33 @@ def _simplejpeg():
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """``tf.image.rgb_to_hsv`` in numpy (float32 in [0, 1], last axis RGB)."""
+    """``tf.image.rgb_to_hsv`` in numpy (float32 in [0, 1], last axis RGB), in TensorFlow's order of operations."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(axis=-1)
-    spread = value - rgb.min(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        saturation = np.where(value > 0, spread / value, 0.0)
-        norm = 1.0 / (6.0 * spread)
-        hue = np.where(r == value, norm * (g - b),
-                       np.where(g == value, norm * (b - r) + 2.0 / 6.0, norm * (r - g) + 4.0 / 6.0))
-    hue = np.where(spread > 0, hue, 0.0)
-    hue = hue + np.where(hue < 0, 1.0, 0.0)
-    return np.stack([hue, saturation, value], axis=-1).astype(np.float32)
+    value = np.maximum(np.maximum(r, g), b)
+    spread = value - np.minimum(np.minimum(r, g), b)
+    out = np.empty(rgb.shape, dtype=np.float32)
+    np.divide(spread, value, out=out[..., 1], where=value > 0)
+    out[..., 1][value <= 0] = 0.0
+    norm = np.zeros_like(spread)
+    np.divide(np.float32(1.0), np.float32(6.0) * spread, out=norm, where=spread > 0)
+    hue = np.where(r == value, norm * (g - b),
+                   np.where(g == value, norm * (b - r) + np.float32(2.0 / 6.0), norm * (r - g) + np.float32(4.0 / 6.0)))
+    hue[spread <= 0] = 0.0
+    hue[hue < 0] += np.float32(1.0)
+    out[..., 0], out[..., 2] = hue, value
+    return out
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """``tf.image.hsv_to_rgb`` in numpy."""
-    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    chroma = saturation * value
-    low = value - chroma
-    sector = hue * 6.0
-    category = np.floor(sector).astype(np.int32)
-    x = chroma * (1.0 - np.abs(np.fmod(sector, 2.0) - 1.0))
-    zero = np.zeros_like(chroma)
-    choices = [(chroma, x, zero), (x, chroma, zero), (zero, chroma, x), (zero, x, chroma), (x, zero, chroma),
-               (chroma, zero, x)]
-    out = np.zeros(hsv.shape, dtype=np.float32)
-    for k, (red, green, blue) in enumerate(choices):
-        mask = category == k
-        out[..., 0] = np.where(mask, red, out[..., 0])
-        out[..., 1] = np.where(mask, green, out[..., 1])
-        out[..., 2] = np.where(mask, blue, out[..., 2])
-    return out + low[..., None]
+    """``tf.image.hsv_to_rgb`` in numpy: each channel ``v - v s clip(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod
+    6`` (n = 5, 3, 1 for red, green, blue), TensorFlow's six hue sectors in three passes."""
+    hue, saturation, value = hsv[..., 0] * np.float32(6.0), hsv[..., 1], hsv[..., 2]
+    chroma = value * saturation
+    out = np.empty(hsv.shape, dtype=np.float32)
+    for channel, n in enumerate((5.0, 3.0, 1.0)):
+        k = np.mod(hue + np.float32(n), np.float32(6.0))
+        out[..., channel] = value - chroma * np.clip(np.minimum(k, np.float32(4.0) - k), 0.0, 1.0)
+    return out
 
 
 def rotate(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
@@ -173,16 +168,16 @@ def rotate(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
     left, top = np.floor(src_x), np.floor(src_y)
     fx, fy = (src_x - left)[..., None], (src_y - top)[..., None]
     left, top = left.astype(np.intp), top.astype(np.intp)
-    right, bottom = np.minimum(left + 1, width - 1), np.minimum(top + 1, height - 1)
-    flat = images.reshape(count, height * width, channels)
-    batch = np.arange(count)[:, None, None]
-
-    def at(y, x):
-        return flat[batch, y * width + x]
-
-    upper = (1 - fx) * at(top, left) + fx * at(top, right)
-    lower = (1 - fx) * at(bottom, left) + fx * at(bottom, right)
-    return ((1 - fy) * upper + fy * lower).astype(np.float32)
+    step_x = (left < width - 1).astype(np.intp)  # the right neighbour, or the edge pixel itself
+    step_y = (top < height - 1).astype(np.intp) * width
+    flat = images.reshape(count * height * width, channels)
+    base = np.arange(count, dtype=np.intp)[:, None, None] * (height * width) + top * width + left
+    upper = flat.take(base, axis=0)
+    upper += fx * (flat.take(base + step_x, axis=0) - upper)
+    lower = flat.take(base + step_y, axis=0)
+    lower += fx * (flat.take(base + step_y + step_x, axis=0) - lower)
+    upper += fy * (lower - upper)
+    return upper.astype(np.float32, copy=False)
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, size: int, augment: Augment,
