@@ -30,7 +30,8 @@ a backend-neutral throughput and short-training check, not a reproduction: the r
 ``dey_transformer``).
 
 ``python -m agegender.gpu_kit missing WHEELS_DIR`` prints the kit's wheels this interpreter lacks (what
-``run.sh`` installs); ``build`` and ``estimate`` are :mod:`agegender.gpu_kit_build`'s.
+``run.sh`` installs) and ``unbundle BUNDLE FOLDER`` writes out the kit's data; ``build`` and ``estimate``
+are :mod:`agegender.gpu_kit_build`'s.
 """
 
 from __future__ import annotations
@@ -356,6 +357,9 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=0)
     m = sub.add_parser("missing", help="print the kit's wheel files this interpreter lacks (run.sh installs them)")
     m.add_argument("wheels", help="the kit's wheels folder")
+    u = sub.add_parser("unbundle", help="write the files of a kit's data bundle into a folder (run.sh does)")
+    u.add_argument("bundle", help="the .bundle file")
+    u.add_argument("folder", help="where its files go")
     b = sub.add_parser("build", help="write the kit folder (make gpu-kit; agegender.gpu_kit_build)")
     e = sub.add_parser("estimate", help="FLOPs per image of each model (XLA cost analysis on this CPU) and the "
                        "kit's full-protocol time on an H100/H200-class GPU (an estimate)")
@@ -371,6 +375,11 @@ def main(argv=None) -> int:
             from agegender.gpu_kit_build import missing_wheels
 
             print(" ".join(missing_wheels(args.wheels)))
+            return 0
+        if args.command == "unbundle":
+            from agegender.gpu_kit_build import unbundle
+
+            print(f"[gpu-kit] {unbundle(args.bundle, args.folder):,} files in {args.folder}")
             return 0
         if args.command == "build":
             from agegender.gpu_kit_build import build_kit

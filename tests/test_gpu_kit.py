@@ -155,7 +155,7 @@ def test_the_kit_folder_holds_the_project_wheels_and_pack_within_the_limit(tmp_p
     synthesize("utkface", tmp_path / "faces", 40, 1, size=200)
     cache = _fake_wheel_cache(tmp_path / "cache")
     kit = tmp_path / "kit"
-    summary = build_kit(tmp_path / "faces", kit, quality=60, wheels_cache=cache, workers=0)
+    summary = build_kit(tmp_path / "faces", kit, quality=60, wheels_cache=cache, workers=0, pack_dir=tmp_path / "pack")
     names = subprocess.run(["tar", "-tzf", str(kit / "src.tar.gz")], capture_output=True, text=True).stdout.split()
     tracked = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", "HEAD"], capture_output=True,
                              text=True).stdout.split()
@@ -163,7 +163,15 @@ def test_the_kit_folder_holds_the_project_wheels_and_pack_within_the_limit(tmp_p
     assert sorted(n[len(prefix):] for n in names if not n.endswith("/")) == sorted(tracked)
     assert sorted(p.name for p in (kit / "wheels").iterdir()) == summary["wheels"] == sorted(p.name for p in
                                                                                              cache.iterdir())
-    assert json.loads((kit / "data" / "utkface" / "agegender-pack.json").read_text())["images"] == 40
+    from agegender.gpu_kit_build import unbundle
+
+    assert sorted(p.name for p in kit.iterdir()) == ["README.md", "data", "kit.json", "run.sh", "src.tar.gz", "wheels"]
+    assert unbundle(kit / "data" / "utkface.bundle", tmp_path / "out") == 42  # 40 images, labels, manifest
+    packed = sorted(p.relative_to(tmp_path / "pack") for p in (tmp_path / "pack").rglob("*") if p.is_file())
+    assert packed == sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*")
+                            if p.is_file() and not p.name.startswith("."))
+    assert all((tmp_path / "pack" / p).read_bytes() == (tmp_path / "out" / p).read_bytes() for p in packed)
+    assert json.loads((tmp_path / "out" / "agegender-pack.json").read_text())["images"] == 40
     on_disk = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
     assert summary["total_bytes"] == on_disk <= 60_000_000
     assert json.loads((kit / "kit.json").read_text())["total_bytes"] == on_disk
@@ -171,7 +179,8 @@ def test_the_kit_folder_holds_the_project_wheels_and_pack_within_the_limit(tmp_p
     assert subprocess.run(["bash", "-n", str(kit / "run.sh")]).returncode == 0
     assert "WebP quality 60" in (kit / "README.md").read_text()
     with pytest.raises(DataError, match="over 0.5 MB"):
-        build_kit(tmp_path / "faces", kit, quality=60, wheels_cache=cache, workers=0, limit_mb=0.5)
+        build_kit(tmp_path / "faces", kit, quality=60, wheels_cache=cache, workers=0, limit_mb=0.5,
+                  pack_dir=tmp_path / "pack")
 
 
 @pytest.mark.slow
@@ -184,7 +193,8 @@ def test_run_sh_runs_the_check_without_tensorflow(tmp_path):
 
     synthesize("utkface", tmp_path / "faces", 100, 2, size=200)
     kit = tmp_path / "kit"
-    build_kit(tmp_path / "faces", kit, quality=60, wheels_cache=_fake_wheel_cache(tmp_path / "cache"), workers=0)
+    build_kit(tmp_path / "faces", kit, quality=60, wheels_cache=_fake_wheel_cache(tmp_path / "cache"), workers=0,
+              pack_dir=tmp_path / "pack")
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
