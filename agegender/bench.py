@@ -476,6 +476,69 @@ def _same_batch(x, y, count: int):
     return SameBatch()
 
 
+def precision_pilot(run_roots) -> dict:
+    """Issue 17: the same protocol at two precisions and several seeds, from the run records under ``run_roots``
+    (each a reproduction's ``--out`` folder). Per network, seed and precision: the loss per epoch, the test
+    metrics and the training time; then the spread between seeds at one precision and between precisions at
+    one seed, so that a precision change can be judged against run-to-run noise."""
+    import glob
+
+    rows = []
+    for root in run_roots:
+        for path in sorted(glob.glob(str(Path(root) / "runs" / "*" / "*" / "*" / "record.json"))):
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+            if record.get("status") != "complete" or not record.get("history"):
+                continue
+            history, test = record["history"], record["metrics"].get("test", {})
+            rows.append({"network": record["experiment"], "seed": record["seed"],
+                         "precision": record["config"].get("precision_policy"),
+                         "loss": [round(h["loss"], 4) for h in history],
+                         "val_loss": [round(h["val_loss"], 4) for h in history],
+                         "test": {k: round(v, 4) for k, v in test.items() if k in ("age_r2", "age_mae_years",
+                                                                                    "gender_accuracy")},
+                         "seconds": round(record["metrics"]["training"]["seconds"], 1),
+                         "cpu_seconds": round(sum(h.get("epoch_cpu_seconds", 0.0) for h in history), 1),
+                         "data": record["data"].get("path"), "train_faces": record["data"]["counts"]["train"],
+                         "commit": record.get("git", {}).get("commit", "")[:7]})
+    keyed = {(r["network"], r["seed"], r["precision"]): r for r in rows}
+    spreads = []
+    for network in sorted({r["network"] for r in rows}):
+        seeds = sorted({r["seed"] for r in rows if r["network"] == network})
+        precisions = sorted({r["precision"] for r in rows if r["network"] == network})
+        for metric in ("loss", "val_loss", *sorted({k for r in rows for k in r["test"]})):
+            def value(r):
+                return r[metric][-1] if metric in ("loss", "val_loss") else r["test"].get(metric)
+            across_seeds = [abs(value(keyed[(network, a, p)]) - value(keyed[(network, b, p)]))
+                            for p in precisions for i, a in enumerate(seeds) for b in seeds[i + 1:]
+                            if (network, a, p) in keyed and (network, b, p) in keyed
+                            and value(keyed[(network, a, p)]) is not None]
+            across_precisions = [abs(value(keyed[(network, s_, precisions[0])]) - value(keyed[(network, s_, q)]))
+                                 for s_ in seeds for q in precisions[1:]
+                                 if (network, s_, precisions[0]) in keyed and (network, s_, q) in keyed
+                                 and value(keyed[(network, s_, q)]) is not None]
+            if across_seeds and across_precisions:
+                spreads.append({"network": network, "metric": metric, "max_between_seeds": round(max(across_seeds), 4),
+                                "max_between_precisions": round(max(across_precisions), 4)})
+    return {"benchmark": "precision_pilot", "rows": rows, "spreads": spreads}
+
+
+def _pilot_markdown(r: dict) -> list[str]:
+    lines = ["## Precision pilot (same protocol, same seeds, float32 vs bfloat16)", "",
+             "| network | seed | precision | training loss per epoch | validation loss per epoch | test | training s "
+             "| CPU s | data |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(r["rows"], key=lambda x: (x["network"], x["seed"], x["precision"])):
+        test = ", ".join(f"{k} {v}" for k, v in sorted(row["test"].items()))
+        lines.append(f"| {row['network']} | {row['seed']} | {row['precision']} | {' → '.join(map(str, row['loss']))} | "
+                     f"{' → '.join(map(str, row['val_loss']))} | {test} | {row['seconds']} | {row['cpu_seconds']} | "
+                     f"{row['data']} ({row['train_faces']:,} train) |")
+    lines += ["", "Largest difference of the last-epoch value between two seeds at one precision, and between the two "
+                  "precisions at one seed (within: the precision changes it no more than a change of seed does):", "",
+              "| network | metric | between seeds | between precisions | within run-to-run noise |", "|---|---|---|---|---|"]
+    lines += [f"| {s['network']} | {s['metric']} | {s['max_between_seeds']} | {s['max_between_precisions']} | "
+              f"{'yes' if s['max_between_precisions'] <= s['max_between_seeds'] else '**no**'} |" for s in r["spreads"]]
+    return lines + [""]
+
+
 def markdown(results: list[dict]) -> str:
     """One markdown table per benchmark kind, in a stable order (for ``results/bench/README.md``)."""
     lines = ["# Benchmarks", "", "Generated by `make bench` (`python -m agegender.bench`); numbers are measured, "
@@ -559,6 +622,8 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {r['model']} | {r['image']} | {r['faces_found']} | {ms['detect_ms']} | "
                          f"{ms['predict_ms']} | {ms['total_ms']} | {r['cpu_count']} |")
         lines.append("")
+    for r in (r for r in results if r["benchmark"] == "precision_pilot"):
+        lines += _pilot_markdown(r)
     trains = [r for r in results if r["benchmark"] == "train"]
     if trains:
         lines += ["## Training steps", "", "In memory: one batch fed again and again (the model's own speed); "
@@ -644,6 +709,9 @@ def main(argv=None) -> int:
     m.add_argument("--source", default="celeba", choices=("utkface", "adience", "celeba", "imdb_wiki"),
                    help="generated dataset layout (default celeba)")
     m.add_argument("--json", type=Path, help="write the result as JSON here")
+    o = sub.add_parser("pilot", help="compare runs of one protocol at two precisions and several seeds (issue 17)")
+    o.add_argument("roots", nargs="+", type=Path, help="the --out folders of the runs (each holds runs/)")
+    o.add_argument("--json", type=Path, help="write the result as JSON here")
     r = sub.add_parser("report", help="write a markdown table from benchmark JSON files")
     r.add_argument("files", nargs="+", type=Path, help="JSON files written by pipeline/train")
     r.add_argument("--out", type=Path, required=True, help="markdown file to write")
@@ -670,6 +738,11 @@ def main(argv=None) -> int:
                   f"{result['first_epoch_vs_decode_limit']} (target 0.9), cached/limit "
                   f"{result['cached_vs_decode_limit']} (target 3); numpy loader ({result['loader_workers']} workers) "
                   f"first epoch {result['loader_first_epoch_img_s']}, cached {result['loader_cached_img_s']}")
+        elif args.command == "pilot":
+            result = precision_pilot(args.roots)
+            for s in result["spreads"]:
+                print(f"[bench] {s['network']} {s['metric']}: between seeds {s['max_between_seeds']}, between "
+                      f"precisions {s['max_between_precisions']}")
         elif args.command == "scale":
             from agegender.bench_scale import measure_scale
 
@@ -708,7 +781,7 @@ def main(argv=None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if "timing" not in result:  # every benchmark says the load it saw (agegender.timing)
+    if "timing" not in result and args.command != "pilot":  # every measurement says the load it saw (agegender.timing)
         result["timing"] = measured(started, snapshot())
         result["busy"] = result["timing"]["busy"]
         if result["busy"]:
