@@ -26,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 demo: install  ## generate faces; run the dual-task CNN and the Adience multi-task CNN at smoke scale (< 5 min on 2 cores)
-	$(PY) -m agegender.demo --out build/demo
+	$(PY) -m reproductions.demo --out build/demo
 
 test: install  ## run the whole test suite in TEST_WORKERS processes (slow tests included; about 11 min on 2 cores)
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)

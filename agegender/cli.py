@@ -1,7 +1,13 @@
-"""Command-line pieces every reproduction shares: run options, reading the data, clean exits.
+"""The one command line of the reproductions: the same flags mean the same thing everywhere.
 
-- :func:`add_run_arguments` adds ``--fresh``, ``--deterministic``, ``--strategy`` and
-  ``--tfds-dir`` to a reproduction's ``argparse`` parser (one wording everywhere).
+- :func:`build_parser` builds a reproduction's parser once: its data folder (``--data-dir``,
+  or the paper's own data flags), its own variant flags, then the shared ones of
+  :func:`add_experiment_arguments` (``--seed``, ``--smoke``, ``--out``, ``--epochs``,
+  ``--batch-size`` = images per update, ``--precision``, ``--data-kind``, ``--verbose``,
+  ``--set field=value`` for any field of the paper's configuration dataclass) and
+  :func:`add_run_arguments`.
+- :func:`add_run_arguments` adds ``--fresh``, ``--deterministic``, ``--strategy``,
+  ``--tfds-dir`` and, where the paper's split protocol allows it, ``--keep-duplicates-together``.
 - :func:`read_samples` reads a dataset either from its raw folder (the readers of
   :mod:`agegender.data`) or, with ``--tfds-dir``, from the TFDS data that
   ``python -m agegender.data prepare ...`` wrote (:mod:`agegender.data.prepared`).
@@ -61,6 +67,90 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, fresh_help: str | None
     if duplicates:
         parser.add_argument("--keep-duplicates-together", action="store_true", help=KEEP_DUPLICATES_HELP)
     return parser
+
+
+def build_parser(paper) -> argparse.ArgumentParser:
+    """The parser of ``python -m reproductions.<module>`` for ``paper`` (an :class:`agegender.experiment.Reproduction`):
+    ``--data-dir`` (unless the paper declares its own data flags), the paper's own flags, the shared experiment
+    flags (:func:`add_experiment_arguments`) and the run flags (:func:`add_run_arguments`)."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m reproductions.{paper.reproduction}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"{paper.title} Writes run records, figures and the tables regenerated next to the published "
+                    f"values (results/tables/{paper.key}__*.md).",
+        epilog=paper.epilog or f"Decisions, runtime and expected figures: python -m pydoc reproductions.{paper.reproduction}")
+    if paper.data_help is not None:
+        parser.add_argument("--data-dir", default=None, metavar="DIR", help=paper.data_help)
+    paper.add_arguments(parser)
+    add_experiment_arguments(parser, paper.default(), smoke_help=paper.smoke_help, batch_help=paper.batch_help,
+                             smoke_out=paper.smoke_out)
+    add_run_arguments(parser, fresh_help=paper.fresh_help, data_flag=paper.data_flags, duplicates=paper.duplicates)
+    return parser
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser, default, *, smoke_help: str = "",
+                             batch_help: str = "", smoke_out=None) -> argparse.ArgumentParser:
+    """``--seed``, ``--smoke``, ``--out``, ``--epochs``, ``--batch-size``, ``--precision``, ``--data-kind``,
+    ``--verbose`` and ``--set`` for a configuration dataclass like ``default`` (the paper's settings)."""
+    import dataclasses
+
+    from agegender.training import PRECISION_HELP, PRECISIONS
+
+    fields = [f.name for f in dataclasses.fields(default)]
+    parser.add_argument("--seed", type=int, default=getattr(default, "seed", 0), metavar="S",
+                        help=f"seed of the split, the shuffling, the augmentation and the initial weights (default "
+                             f"{getattr(default, 'seed', 0)}); each seed is a repetition, never a deviation")
+    where = f"; writes under {_shown(smoke_out)} unless --out is given" if smoke_out is not None else ""
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"{smoke_help or 'check the whole path fast at a tiny scale'}{where}; its records carry "
+                             "the smoke settings as deviations (rows of their own)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output root: records in DIR/runs, tables in DIR/tables, index DIR/README.md, figures in "
+                             "DIR/figures (default: the repository's results/" + (", or the --smoke folder" if
+                                                                                  smoke_out is not None else "") + ")")
+    if "epochs" in fields:
+        parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                            help=f"maximum epochs (default {default.epochs}, the paper's or our stated choice; "
+                                 "another value is recorded as a deviation)")
+    if "batch_size" in fields:
+        parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                            help=f"images per update, the global batch (default {default.batch_size}"
+                                 f"{'; ' + batch_help if batch_help else ''}); with --strategy mirrored/multiworker "
+                                 "each replica gets batch/replicas images; another value is recorded as a deviation")
+    if "precision" in fields:
+        parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                            help=f"Keras dtype policy (default {default.precision}: {PRECISION_HELP}); the policy "
+                                 "used is in each record's config, and one other than float32 (every paper's own) is "
+                                 "recorded as a deviation")
+    parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
+                        help="label the data in records and tables; default: detected (generated faces carry a "
+                             "marker file; fewer than 90%% of the dataset's files count as a sample)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (default)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any field of the paper's configuration (repeatable), e.g. --set "
+                             f"{_example(default)}; the run is recorded as deviating from the paper and gets its own "
+                             "table rows. Fields: " + ", ".join(fields))
+    return parser
+
+
+def _shown(path) -> str:
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _example(default) -> str:
+    import dataclasses
+
+    floats = [f.name for f in dataclasses.fields(default) if isinstance(getattr(default, f.name), float)]
+    rates = [name for name in floats if name.startswith("lr") or "learning_rate" in name]
+    for name in rates + floats:
+        return f"{name}={getattr(default, name) * 0.1:g}"
+    return "seed=1"
 
 
 def read_samples(source: str, data_dir=None, tfds_dir=None, *, columns=(), **reader_options):

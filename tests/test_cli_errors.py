@@ -160,7 +160,7 @@ READ_ONLY_COMMANDS = {
         "prepare", "utkface", "--data-dir", str(d["faces"]), "--tfds-dir", str(ro / "tfds")]),
     "results": ("results.__main__", lambda d, ro: [
         "--runs", str(d["tmp"] / "no_runs"), "--out", str(ro / "tables"), "--readme", str(ro / "README.md")]),
-    "agegender.demo": ("agegender.demo", lambda d, ro: ["--out", str(ro / "demo"), "--quiet"]),
+    "reproductions.demo": ("reproductions.demo", lambda d, ro: ["--out", str(ro / "demo"), "--quiet"]),
     **{module: (module, lambda d, ro, m=module: [*REPRODUCTIONS[m](d), "--out", str(ro / "out")])
        for module in REPRODUCTIONS},
 }

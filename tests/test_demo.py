@@ -8,7 +8,7 @@ import pytest
 
 
 def test_demo_experiments_depart_from_the_papers_only_in_scale():
-    from agegender.demo import DemoExperiment, adience_experiment, speziali_experiment
+    from reproductions.demo import DemoExperiment, adience_experiment, speziali_experiment
     from reproductions.adience_levi import EXPERIMENTS
     from reproductions.utkface_dual_cnn import SpezialiExperiment
 
@@ -23,7 +23,7 @@ def test_demo_experiments_depart_from_the_papers_only_in_scale():
 
 
 def test_beats_chance_needs_every_claim():
-    from agegender.demo import beats_chance
+    from reproductions.demo import beats_chance
 
     good = {"dual_gender_accuracy": 0.8, "dual_gender_majority": 0.5, "dual_age_r2": 0.5,
             "levi_gender_accuracy": 0.75, "levi_gender_majority": 0.5, "levi_age_accuracy": 0.5,
@@ -38,7 +38,7 @@ def test_demo_writes_records_tables_figures_and_models(tmp_path):
     import keras
 
     import agegender.models  # noqa: F401  (registers custom layers)
-    from agegender.demo import DemoExperiment, run_demo
+    from reproductions.demo import DemoExperiment, run_demo
 
     demo = dataclasses.replace(DemoExperiment(), utkface_faces=200, utkface_face_size=32, speziali_input=16,
                                speziali_epochs=1, adience_faces=200, adience_face_size=72, adience_epochs=1)

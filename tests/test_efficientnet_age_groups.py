@@ -381,8 +381,8 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert gy.main(["--source", "utkface", "--weights", "none", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--utkface DIR" in err and err.count("\n") == 1
-    assert gy.main(["--utkface", str(tmp_path), "--source", "utkface", "--weights", "none", "--batch-size", "100",
-                    "--out", str(tmp_path)]) == 2
+    assert gy.main(["--utkface", str(tmp_path), "--source", "utkface", "--weights", "none", "--micro-batch-size",
+                    "100", "--out", str(tmp_path)]) == 2  # --batch-size is the batch itself, as everywhere
     assert "must divide the batch of 256" in capsys.readouterr().err
     assert gy.main(["--utkface", str(tmp_path / "nope"), "--source", "utkface", "--weights", str(tmp_path / "w.h5"),
                     "--out", str(tmp_path)]) == 2

@@ -76,7 +76,7 @@ def test_nan_loss_in_a_reproduction_is_one_error_line(tmp_path, monkeypatch, cap
         raise TrainingDiverged("training diverged: the loss became nan at epoch 2 (batch 1); stopped",
                                fix="lower the learning rate")
 
-    monkeypatch.setattr(utkface_dual_cnn.reproduction, "run", diverge)
+    monkeypatch.setattr(utkface_dual_cnn.SPEZIALI, "run", diverge)
     assert utkface_dual_cnn.main(["--data-dir", str(tmp_path), "--smoke"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: training diverged") and "\n" not in err

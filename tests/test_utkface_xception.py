@@ -288,7 +288,8 @@ def test_command_line_maps_to_the_experiment(monkeypatch, tmp_path):
         seen.update(exp=exp, backbones=backbones, out=out)
         raise DataError("stop here")
 
-    monkeypatch.setattr(dey.reproduction, "run", fake_run)
+    monkeypatch.setattr(dey.DEY, "run", lambda exp, options, *, data_dir, backbones:  # the runner's entry
+                        fake_run(data_dir, exp, backbones=backbones, out=options.out))
     assert dey.main(["--data-dir", "x", "--smoke", "--backbone", "all"]) == 2
     assert seen["backbones"] == list(SIX) and seen["exp"].weights is None and seen["exp"].epochs == 1
     assert str(seen["out"]).endswith(os.path.join("build", "smoke", "utkface_xception"))

@@ -23,7 +23,7 @@ from reproductions.adience_levi.paper import (build_model, model_facts, _cell,
     split_tasks, table3_row, deviations, portable_config, record_deviations, preprocessing,
     make_datasets, compile_model)  # noqa: E402,F401
 from reproductions.adience_levi.figures import (_fold_figure)  # noqa: E402,F401
-from reproductions.adience_levi.reproduction import (run_fold, write_fold_summary,
-    write_model_build_record, _folds, parse_args, experiments_from_args, run, _print_summary,
-    main)  # noqa: E402,F401
+from reproductions.adience_levi.reproduction import (JORGENSEN, Jorgensen, _folds, parse_args,
+    experiments_from_args, main, run, run_fold, evaluate_fold, write_fold_summary,
+    write_model_build_record, _print_summary)  # noqa: E402,F401
 import dataclasses  # noqa: E402,F401

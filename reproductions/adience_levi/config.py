@@ -47,6 +47,8 @@ class Experiment:
     seed: int = 0
     smoke: bool = False
     deterministic: bool = False          # --deterministic: TensorFlow op determinism (same seed, same numbers)
+    precision: str = "auto"              # Keras dtype policy (mixed_float16 on a GPU); the paper's is float32
+    keep_duplicates_together: bool = False  # not in the paper: byte-identical files in one part of each fold's split
 
 
 EXPERIMENTS = {

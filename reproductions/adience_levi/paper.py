@@ -132,7 +132,8 @@ def fold_split(frame, exp: Experiment, fold: int, *, protocol: str = "folds", le
         if exp.max_rows_per_fold:  # smoke: only the images of the sampled fold-file rows
             split.frame = split.frame[split.frame["file"].isin(set(frame["file"]))].reset_index(drop=True)
     else:
-        split = make_split(frame, "adience_folds", test_fold=fold, tasks=split_tasks(exp), seed=exp.seed)
+        split = make_split(frame, "adience_folds", test_fold=fold, tasks=split_tasks(exp), seed=exp.seed,
+                           keep_duplicates_together=exp.keep_duplicates_together)
         if exp.validation == "test":
             test = split.frame[split.frame["split"] == "test"].assign(split="val")
             split.frame = _concat(split.frame, test)
@@ -244,6 +245,8 @@ def table3_row(exp: Experiment) -> str:
         row += " (no ImageNet weights, from scratch)"
     if len(exp.tasks) == 2 and exp.gamma != EXPERIMENTS[exp.name].gamma:
         row += f" (γ = {exp.gamma:g})"
+    if exp.keep_duplicates_together:
+        row += " (duplicates in one split)"
     return row
 
 
@@ -265,6 +268,9 @@ def deviations(exp: Experiment, protocol: str) -> list[str]:
     if split_tasks(exp) != split_tasks(paper):
         notes.append(f"rows with a valid {' and '.join(exp.tasks)} label only (--row-filter task; the paper uses the "
                      "set with both labels for every model)")
+    if exp.keep_duplicates_together:
+        notes.append("byte-identical files kept in one part of each fold's split (--keep-duplicates-together; the "
+                     "paper's folds do not look at file contents)")
     if protocol == "levi":
         notes.append("Levi & Hassner's per-fold lists (val list for early stopping)")
     elif exp.validation == "test":

@@ -1,84 +1,304 @@
-"""Jørgensen: one record per fold and model, the fold summaries (Table 3's ± columns), and the command line."""
+"""Jørgensen on the shared runner: one record per fold and model, the fold summaries (Table 3's ± columns), the
+model-build record (Tables 1-2), the command line.
+
+Everything around the run (strategy, seeds, precision, records, resume-or-train, tables, the flags
+every reproduction shares) is :mod:`agegender.experiment`'s; this module says what is Jørgensen's
+own: the four models, the folds, how a fold is trained and evaluated, its cells and figures.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
 import json
 import math
 import os
 from pathlib import Path
 
-from agegender.cli import add_run_arguments, run_main
-from reproductions.adience_levi.config import (EXPERIMENTS, MODELS, PAPER, REPRODUCTION, RESULTS, SMOKE_OUT,
-                                               XCEPTION_NOTOP, Experiment, smoke)
+from agegender.experiment import Options, Reproduction
+from reproductions.common import PaperReproduction
+from reproductions.adience_levi.config import (EXPERIMENTS, MODELS, PAPER, REPRODUCTION, SMOKE_OUT, XCEPTION_NOTOP,
+                                               Experiment, smoke)
 from reproductions.adience_levi.figures import _fold_figure
 from reproductions.adience_levi.paper import (CENTRE_NOTE, OVERSAMPLED_NOTE, _cell, _join, build_model,
                                               check_transfer_weights, compile_model, deviations, fold_split,
                                               load_adience, make_datasets, model_facts, portable_config,
                                               preprocessing, record_deviations, relative, table3_row)
 
-def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: dict, run_id: str,
-             protocol: str, precision: str, verbose, fresh: bool = False, strategy: str = "default") -> dict:
+
+def _folds(text: str) -> list[int]:
+    try:
+        folds = [int(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds must be comma-separated integers 0-4, got {text!r}") from None
+    if not folds or any(f not in range(5) for f in folds) or len(set(folds)) != len(folds):
+        raise argparse.ArgumentTypeError(f"folds must be distinct integers 0-4, got {text!r}")
+    return folds
+
+
+class Jorgensen(PaperReproduction, Reproduction):
+    key, reproduction, Config, smoke_out = PAPER, REPRODUCTION, Experiment, SMOKE_OUT
+    title = ("Jørgensen, Ringsted & Rajagopal (paper 001), Adience: 5-fold cross-validation of the reduced "
+             "Levi-Hassner gender and age CNNs, the multi-task CNN and the multi-task Xception transfer model; one run "
+             "record per fold and model, Tables 1-3 (see README.md).")
+    epilog = ("examples:\n"
+              "  python -m reproductions.adience_levi --describe\n"
+              "  python -m reproductions.adience_levi --data-dir ../shared/data/adience --model multitask --folds 0,1\n"
+              f"  python -m reproductions.adience_levi --data-dir DIR --model transfer --weights ~/Downloads/"
+              f"{XCEPTION_NOTOP}\n"
+              "  python -m reproductions.adience_levi --data-dir build/synth_adience --smoke --data-kind generated\n"
+              "Decisions, runtime and expected figures: python -m pydoc reproductions.adience_levi")
+    data_help = ("Adience folder: fold_0_data.txt ... fold_4_data.txt and aligned/ (required unless --describe or "
+                 "--tfds-dir)")
+    duplicates = True
+    smoke_help = ("tiny run to check the whole path: 2 epochs, 64x64 crops of 72x72 images (71/79 for Xception), "
+                  "batch 32, at most 200 rows per fold; cells are labelled SMOKE RUN")
+    batch_help = "Sec. 3.4: 128"
+    fresh_help = ("start new runs; by default rerunning the same command (same data, options and seed) resumes it: "
+                  "folds with a complete record are read back, an interrupted fold continues after its last "
+                  "completed epoch")
+
+    def default(self) -> Experiment:
+        return EXPERIMENTS["multitask"]
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--model", choices=(*MODELS, "all"), default="all",
+                            help="which model(s) to train: gender, age, multitask, transfer (Xception) or all "
+                                 "(default all, in that order)")
+        parser.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4],
+                            help="comma-separated test folds to run (default 0,1,2,3,4); each trains on the others; "
+                                 "fold k uses seed + k")
+        parser.add_argument("--gamma", type=float, default=None,
+                            help="weight of the gender loss in L = gamma*L_gender + (1-gamma)*L_age for the two-task "
+                                 "models (default 0.5; another value gets its own Table 3 row)")
+        parser.add_argument("--weights", default=None,
+                            help="Xception weights for --model transfer/all: imagenet (default; Keras download, "
+                                 f"needs network), none (from scratch, labelled so), or PATH to {XCEPTION_NOTOP}")
+        parser.add_argument("--describe", action="store_true",
+                            help="print the parameter counts of every model as JSON and exit (no data, no network)")
+        parser.add_argument("--protocol", choices=("folds", "levi"), default="folds",
+                            help="folds: the official fold files, validation drawn as --validation (default); levi: "
+                                 "Levi & Hassner's per-fold train/val/test lists (needs --levi-splits)")
+        parser.add_argument("--levi-splits", default=None,
+                            help="folder with test_fold_is_0 ... test_fold_is_4 (Levi & Hassner's lists), for "
+                                 "--protocol levi")
+        parser.add_argument("--row-filter", choices=("joint", "task"), default="joint",
+                            help="rows every model uses: joint = rows with m/f gender and a canonical age group, the "
+                                 "one cleaned set of Sec. 2.1 (default); task = the rows valid for the model's own "
+                                 "task (Levi & Hassner's per-task sets; single-task runs then get their own Table 3 "
+                                 "rows)")
+        parser.add_argument("--validation", choices=("users", "test"), default="users",
+                            help="early-stopping set with --protocol folds: users = a subject-exclusive hold-out of "
+                                 "the training folds' users (default); test = the test fold itself (optimistic)")
+        parser.add_argument("--val-fraction", type=float, default=None,
+                            help="share of the training images whose users are held out (default 0.1)")
+        parser.add_argument("--no-oversample", action="store_true",
+                            help="evaluate the centre crop only (the paper's Table 3), without Levi & Hassner's "
+                                 "10-crop over-sampled accuracy of 'Table 3 (extra)'")
+
+    def check_arguments(self, args, parser) -> None:
+        if not args.describe and not args.data_dir and not args.tfds_dir:
+            parser.error("--data-dir is required (or pass --tfds-dir, or --describe)")
+        if args.protocol == "levi" and not args.describe and not args.data_dir:
+            parser.error("--protocol levi needs --data-dir (the folder holding aligned/, whose images the lists name)")
+        if args.protocol == "levi" and args.keep_duplicates_together:
+            parser.error("--keep-duplicates-together applies to --protocol folds (Levi & Hassner's lists are fixed)")
+        if args.gamma is not None and not 0.0 <= args.gamma <= 1.0:
+            parser.error(f"--gamma must be within 0-1, got {args.gamma}")
+        if args.val_fraction is not None and not 0.0 < args.val_fraction < 1.0:
+            parser.error(f"--val-fraction must be within (0, 1), got {args.val_fraction}")
+        if args.epochs is not None and args.epochs < 1 or args.batch_size is not None and args.batch_size < 1:
+            parser.error("--epochs and --batch-size must be positive")
+
+    def before_run(self, args) -> int | None:
+        if args.describe:
+            described, _ = model_facts()
+            print(json.dumps(described, indent=2))
+            return 0
+        return None
+
+    def smoke(self, cfg: Experiment) -> Experiment:
+        return smoke(cfg)
+
+    def configure(self, args) -> list[Experiment]:
+        """The selected experiments with the command line's changes (never a second copy of a config)."""
+        names = MODELS if args.model == "all" else (args.model,)
+        chosen = []
+        for name in names:
+            exp = EXPERIMENTS[name]
+            if args.smoke:
+                exp = smoke(exp)
+            changes = {"seed": args.seed, "validation": args.validation, "oversample": not args.no_oversample,
+                       "deterministic": bool(getattr(args, "deterministic", False)),
+                       "row_filter": getattr(args, "row_filter", "joint")}
+            for field, value in (("gamma", args.gamma), ("val_fraction", args.val_fraction)):
+                if value is not None:
+                    changes[field] = value
+            if exp.architecture == "xception" and args.weights is not None:
+                changes["weights"] = None if args.weights.lower() == "none" else (
+                    "imagenet" if args.weights.lower() == "imagenet" else os.path.expanduser(args.weights))
+            chosen.append(self.common(dataclasses.replace(exp, **changes), args))
+        return chosen
+
+    def inputs(self, args) -> dict:
+        return {"data_dir": args.data_dir, "folds": args.folds, "protocol": args.protocol,
+                "levi_splits": args.levi_splits}
+
+    def check(self, exps, options, **inputs) -> None:
+        for exp in exps:  # fail before reading data, training or writing anything
+            if exp.architecture == "xception":
+                check_transfer_weights(exp.weights)
+
+    def execute(self, run, exps, *, data_dir=None, folds=(0, 1, 2, 3, 4), protocol="folds", levi_splits=None,
+                build_record=True) -> dict:
+        return _execute(run, list(exps), data_dir=data_dir, folds=list(folds), protocol=protocol,
+                        levi_splits=levi_splits, build_record=build_record)
+
+    def report(self, result: dict) -> int:
+        _print_summary(result["summaries"], result["kind"], len(result["folds"]))
+        return super().report(result)
+
+
+JORGENSEN = Jorgensen()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The parsed command line (usage errors exit with status 2)."""
+    parser = JORGENSEN.parser()
+    args = parser.parse_args(argv)
+    JORGENSEN.check_arguments(args, parser)
+    return args
+
+
+def experiments_from_args(args) -> list[Experiment]:
+    """The selected experiments with the command line's overrides (never a second copy of a config)."""
+    return JORGENSEN.configure(args)
+
+
+def main(argv=None) -> int:
+    """``python -m reproductions.adience_levi``; errors a user can fix are one ``error:`` line."""
+    return JORGENSEN.main(argv)
+
+
+def run(exps, *, data_dir=None, folds=(0, 1, 2, 3, 4), protocol: str = "folds", levi_splits=None, out=None,
+        data_kind_override: str | None = None, verbose=2, log=print, fresh: bool = False, deterministic: bool = False,
+        strategy: str = "default", tfds_dir=None, build_record: bool = True) -> dict:
+    """Cross-validate each experiment of ``exps`` (or one) over ``folds``; return records, summaries, paths.
+
+    A rerun of the same command resumes it: folds with a complete record are read back, an interrupted fold
+    continues after its last completed epoch (``fresh`` starts over). ``build_record``: also write the Tables 1-2
+    record from the Keras builds.
+    """
+    options = Options(out=out, fresh=fresh, deterministic=deterministic, strategy=strategy, tfds_dir=tfds_dir,
+                      data_kind=data_kind_override, verbose=verbose, log=log)
+    exps = [exps] if isinstance(exps, Experiment) else list(exps)
+    return JORGENSEN.run(exps, options, data_dir=data_dir, folds=folds, protocol=protocol, levi_splits=levi_splits,
+                         build_record=build_record)
+
+
+def _execute(run, exps: list[Experiment], *, data_dir, folds, protocol, levi_splits, build_record) -> dict:
+    from agegender.distribute import make_strategy, per_replica_batch
+
+    runs_dir, figures_dir = run.paths["runs"], run.paths["figures"]
+    frame, data_info = load_adience(data_dir, exps[0], data_kind=run.options.data_kind,
+                                    tfds_dir=run.options.tfds_dir)
+    if protocol == "levi":
+        data_info["dataset"] = "adience (aligned faces, Levi & Hassner's per-fold lists)"
+    run.say(f"{data_info['rows_used']:,} labelled rows from {run.options.tfds_dir or data_dir} (data kind: "
+            f"{data_info['kind']}); models {', '.join(e.name for e in exps)}; folds {','.join(map(str, folds))}; "
+            f"output {run.paths['root']}")
+    strategy = make_strategy(run.options.strategy)
+    for exp in exps:  # an uneven split of the global batch fails before any training
+        per_replica_batch(exp.batch_size, strategy)
+    run.start(seed=exps[0].seed, precision=exps[0].precision, batch_size=exps[0].batch_size, flag="--batch-size",
+              strategy=strategy, why="learning rate unchanged (the paper's)")
+    if build_record:
+        write_model_build_record(runs_dir)
+    records, summaries, by_model = {}, {}, {}
+    for exp in exps:
+        results = []
+        for fold in folds:
+            split = fold_split(frame, exp, fold, protocol=protocol, levi_splits=levi_splits, data_dir=data_dir)
+            counts = split.counts()
+            run.say(f"{exp.name} fold {fold}: train {counts['train']:,}, val {counts['val']:,}, test "
+                    f"{counts['test']:,} ({split.info.get('validation', '')})")
+            result = run_fold(exp, fold, split, run=run, data_info=data_info,
+                              run_id=f"{run.stamp}-fold{fold}-s{exp.seed}", protocol=protocol)
+            m = result["metrics"]
+            scores = ", ".join(f"{t} {100 * m['test'][t]['accuracy']:.1f}%" + (
+                f" (over-sampled {100 * m['test'][t + '_oversampled']['accuracy']:.1f}%)" if exp.oversample else "")
+                for t in exp.tasks)
+            if "age" in exp.tasks:
+                scores += f", age one-off {100 * m['test']['age']['one_off_accuracy']:.1f}%"
+            run.say(f"{exp.name} fold {fold}: {scores}; {m['epochs_run']} epochs (best {m['best_epoch']}), "
+                    f"{m['train_seconds'] / max(m['epochs_run'], 1):.1f} s/epoch")
+            records[f"{exp.name} fold {fold}"] = result["record"]
+            results.append(result)
+        by_model[exp.name] = results
+        summaries[exp.name] = (exp, write_fold_summary(exp, results, run=run, data_info=data_info))
+    return {"records": records, "summaries": summaries, "results": by_model, "kind": data_info["kind"],
+            "folds": folds, "figures_dir": figures_dir}
+
+
+def run_fold(exp: Experiment, fold: int, split, *, run, data_info: dict, run_id: str, protocol: str) -> dict:
     """Train and evaluate ``exp`` on one fold; write its record, curves and confusion matrices.
 
-    Unless ``fresh``, a rerun of the same command picks up this fold's earlier run
-    (:mod:`agegender.records`): a complete record is read back without training, an
-    interrupted one resumes after its last completed epoch. ``run_id`` names a new run.
-    ``strategy`` (:mod:`agegender.distribute`): the model is built and compiled under its scope;
-    ``exp.batch_size`` is the global batch, split over the replicas; the learning rate is the paper's.
+    A rerun of the same command reads a complete record back without training and resumes an interrupted
+    one after its last completed epoch (``run_id`` names a new run). The model is built and compiled under
+    the run's strategy; ``exp.batch_size`` is the global batch, split over the replicas; the learning rate
+    is the paper's.
     """
-    import contextlib
+    config = {**portable_config(exp), "fold": fold, "protocol": protocol, "precision": run.precision,
+              "strategy": run.strategy_info}
+    data = {**data_info, "protocol": protocol, "test_fold": fold, "counts": split.counts(),
+            "split_info": {k: v for k, v in split.info.items() if k != "counts"}}
+    recorder = run.recorder(exp.name, config=config, seed=exp.seed, data=data, new_run_id=run_id,
+                            preprocessing=preprocessing(exp, data_info["kind"]),
+                            deviations=run.deviations(record_deviations(exp, protocol)))
+    row, notes = table3_row(exp), "; ".join(deviations(exp, protocol))
 
-    import keras
+    def read_back() -> dict:  # cross-validation resumes at the first fold without a complete record
+        record = recorder.record
+        return {"fold": fold, "history": record["history"], "record": recorder.record_path,
+                "metrics": record["metrics"], "cells": record["cells"], "row": row, "notes": notes,
+                "deviations": record.get("deviations", {})}
 
-    from agegender.distribute import make_strategy, strategy_config
+    def train() -> dict:
+        run.clear()
+        run.seed(exp.seed + fold)
+        bad_files: list = []
+        train_ds, val_ds, test_ds = make_datasets(exp, split, exp.seed + fold, bad_files)
+        with run.scope():
+            model = compile_model(build_model(exp), exp)
+        split.save_manifest(recorder.run_dir / "split.csv")
+        history, info = run.fit(model, train_ds, val_ds, recorder=recorder, epochs=exp.epochs,
+                                patience=exp.patience, monitor=exp.monitor)
+        metrics, cells, plots = evaluate_fold(exp, fold, model, test_ds, history, info, recorder, split, bad_files,
+                                              row, notes)
+        recorder.finish(metrics, cells, plots={k: relative(v, recorder.run_dir) for k, v in plots.items()})
+        run.clear()
+        return {"fold": fold, "history": history, "record": recorder.record_path, "metrics": metrics,
+                "cells": cells, "row": row, "notes": notes, "deviations": recorder.record.get("deviations", {})}
+
+    return run.resume_or_train(recorder, f"{exp.name} fold {fold}", train=train, read_back=read_back)
+
+
+def evaluate_fold(exp: Experiment, fold: int, model, test_ds, history: list[dict], info: dict, recorder, split,
+                  bad_files: list, row: str, notes: str) -> tuple[dict, list[dict], dict]:
+    """Table 3 (centre crop) and Table 3 (extra) (over-sampled, one-off, majority class) of one trained fold:
+    ``(metrics, cells, plots)``."""
     import numpy as np
 
     from agegender.data.pipeline import portable_report
     from agegender.metrics import classification_report
     from agegender.oversample import oversampled_predictions
     from agegender.plots import confusion_matrix, learning_curves
-    from agegender.records import RunRecorder
-    from agegender.training import collect_predictions, seed_everything, train
+    from agegender.training import collect_predictions
 
-    distribution = make_strategy(strategy)
-    config = {**portable_config(exp), "fold": fold, "protocol": protocol, "precision": precision,
-              "strategy": strategy_config(strategy, distribution, exp.batch_size)}
-    data = {**data_info, "protocol": protocol, "test_fold": fold, "counts": split.counts(),
-            "split_info": {k: v for k, v in split.info.items() if k != "counts"}}
-    recorder = RunRecorder(REPRODUCTION, exp.name, config=config, seed=exp.seed, data=data, paper=PAPER,
-                           out=runs_dir, resume=not fresh, new_run_id=run_id,
-                           preprocessing=preprocessing(exp, data_info["kind"]),
-                           deviations=record_deviations(exp, protocol))
-    row, notes = table3_row(exp), "; ".join(deviations(exp, protocol))
-    if recorder.complete:  # cross-validation resumes at the first fold without a complete record
-        print(f"[adience_levi] {exp.name} fold {fold}: complete record found ({recorder.record_path}); not trained "
-              "again (--fresh retrains)")
-        record = recorder.record
-        return {"fold": fold, "history": record["history"], "record": recorder.record_path,
-                "metrics": record["metrics"], "cells": record["cells"], "row": row, "notes": notes,
-                "deviations": record.get("deviations", {})}
-    if recorder.resumed:
-        print(f"[adience_levi] {exp.name} fold {fold}: resuming the interrupted run {recorder.run_dir}")
-
-    keras.backend.clear_session()
-    seed_everything(exp.seed + fold, exp.deterministic)
-    bad_files: list = []
-    train_ds, val_ds, test_ds = make_datasets(exp, split, exp.seed + fold, bad_files)
-    with distribution.scope() if strategy != "default" else contextlib.nullcontext():
-        model = compile_model(build_model(exp), exp)
-    split.save_manifest(recorder.run_dir / "split.csv")
-
-    info: dict = {}
-    history = train(model, train_ds, val_ds, epochs=exp.epochs, recorder=recorder, patience=exp.patience,
-                    monitor=exp.monitor, verbose=verbose, info=info)
     train_seconds = info["seconds"]  # summed over the processes of a resumed run
     epochs_run = len(history)
     scores = [h.get(exp.monitor, math.inf) for h in history]
     best_epoch = int(np.nanargmin(scores)) + 1 if history and not all(math.isinf(s) for s in scores) else epochs_run
-
     if exp.oversample:
         labels, views, weights = oversampled_predictions(model, test_ds, exp.image_size, flip=True)
     else:  # one view: the centre crop
@@ -89,9 +309,8 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
                                                                                                     split.frame)}
     cells = [_cell("Table 3", row, "Avg training epochs", epochs_run, "epochs", notes)]
     extra = "Table 3 (extra)"
-    plots = {"learning_curves": learning_curves(
-        history, recorder.run_dir / "learning_curves.png",
-        f"Jørgensen Fig. {exp.figure}: {exp.name}, fold {fold}")}
+    plots = {"learning_curves": learning_curves(history, recorder.run_dir / "learning_curves.png",
+                                                f"Jørgensen Fig. {exp.figure}: {exp.name}, fold {fold}")}
     for task in exp.tasks:
         keep = weights[task] > 0
         truth = labels[task][keep].reshape(-1).astype(int)  # one label per image (gender arrives as [n, 1])
@@ -127,18 +346,12 @@ def run_fold(exp: Experiment, fold: int, split, *, runs_dir: Path, data_info: di
     cells.append(_cell(extra, row, "Best epoch", best_epoch, "epochs", notes))
     cells.append(_cell(extra, row, "Seconds per epoch", train_seconds / max(epochs_run, 1), "seconds", notes))
     cells.append(_cell(extra, row, "Test images", len(labels[exp.tasks[0]]), "count", notes))
-    recorder.finish(metrics, cells, plots={k: relative(v, recorder.run_dir) for k, v in plots.items()})
-    keras.backend.clear_session()
-    return {"fold": fold, "history": history, "record": recorder.record_path, "metrics": metrics,
-            "cells": cells, "row": row, "notes": notes, "deviations": recorder.record.get("deviations", {})}
+    return metrics, cells, plots
 
 
-def write_fold_summary(exp: Experiment, results: list[dict], *, runs_dir: Path, data_info: dict, stamp: str,
-                       figures_dir: Path, fresh: bool = False) -> dict:
+def write_fold_summary(exp: Experiment, results: list[dict], *, run, data_info: dict) -> dict:
     """Across the folds of one invocation: the ± columns of Table 3 (as a record) and Figure 4-7."""
     import numpy as np
-
-    from agegender.records import RunRecorder
 
     summary = {}
     folds = [r["fold"] for r in results]
@@ -146,6 +359,7 @@ def write_fold_summary(exp: Experiment, results: list[dict], *, runs_dir: Path, 
         values = [100 * r["metrics"]["test"][task]["accuracy"] for r in results]
         summary[task] = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"))
     summary["epochs"] = float(np.mean([r["metrics"]["epochs_run"] for r in results]))
+    figures_dir = run.paths["figures"]
     figure = _fold_figure(exp, results, figures_dir / f"jorgensen_figure{exp.figure}_{exp.name}.png")
     summary["figure"] = relative(figure, figures_dir.parent)  # relative to the output folder
     if len(results) > 1:
@@ -153,12 +367,11 @@ def write_fold_summary(exp: Experiment, results: list[dict], *, runs_dir: Path, 
                           f"({len(folds)} folds)", results[0]["notes"]])
         cells = [_cell("Table 3", results[0]["row"], f"{task.capitalize()} accuracy std", summary[task][1],
                        "percent", note) for task in exp.tasks]
-        recorder = RunRecorder(REPRODUCTION, f"{exp.name}_folds", config={**portable_config(exp), "folds": folds},
-                               seed=exp.seed, data={**data_info, "folds": folds}, paper=PAPER, out=runs_dir,
-                               resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}",  # a rerun rewrites it
-                               deviations=results[0].get("deviations", {}))
-        recorder.finish({"fold_records": [relative(r["record"], runs_dir) for r in results], "summary": summary},
-                        cells)
+        recorder = run.recorder(f"{exp.name}_folds", config={**portable_config(exp), "folds": folds}, seed=exp.seed,
+                                data={**data_info, "folds": folds}, new_run_id=f"{run.stamp}-s{exp.seed}",
+                                deviations=results[0].get("deviations", {}))  # a rerun rewrites it
+        recorder.finish({"fold_records": [relative(r["record"], run.paths["runs"]) for r in results],
+                         "summary": summary}, cells)
     return summary
 
 
@@ -174,203 +387,15 @@ def write_model_build_record(runs_dir: Path, facts=None) -> Path:
     return recorder.finish(described, cells)
 
 
-# ----------------------------------------------------------------------------- command line
-
-def _folds(text: str) -> list[int]:
-    try:
-        folds = [int(f) for f in text.split(",") if f.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"folds must be comma-separated integers 0-4, got {text!r}") from None
-    if not folds or any(f not in range(5) for f in folds) or len(set(folds)) != len(folds):
-        raise argparse.ArgumentTypeError(f"folds must be distinct integers 0-4, got {text!r}")
-    return folds
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m reproductions.adience_levi", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Reproduce Jørgensen et al. (Adience): 5-fold cross-validation of the reduced Levi-Hassner "
-                    "gender and age CNNs, the multi-task CNN and the multi-task Xception transfer model; writes "
-                    "one run record per fold and model and regenerates Tables 1-3 (see README.md).",
-        epilog="examples:\n"
-               "  python -m reproductions.adience_levi --describe\n"
-               "  python -m reproductions.adience_levi --data-dir ../shared/data/adience --model multitask "
-               "--folds 0,1\n"
-               "  python -m reproductions.adience_levi --data-dir DIR --model transfer --weights "
-               f"~/Downloads/{XCEPTION_NOTOP}\n"
-               "  python -m reproductions.adience_levi --data-dir build/synth_adience --smoke --data-kind generated")
-    parser.add_argument("--data-dir", help="Adience folder: fold_0_data.txt ... fold_4_data.txt and aligned/ "
-                                           "(required unless --describe or --tfds-dir)")
-    parser.add_argument("--model", choices=(*MODELS, "all"), default="all",
-                        help="which model(s) to train: gender, age, multitask, transfer (Xception) or all "
-                             "(default all, in that order)")
-    parser.add_argument("--folds", type=_folds, default=[0, 1, 2, 3, 4],
-                        help="comma-separated test folds to run (default 0,1,2,3,4); each trains on the others")
-    parser.add_argument("--gamma", type=float, default=None,
-                        help="weight of the gender loss in L = gamma*L_gender + (1-gamma)*L_age for the two-task "
-                             "models (default 0.5; another value gets its own Table 3 row)")
-    parser.add_argument("--weights", default=None,
-                        help="Xception weights for --model transfer/all: imagenet (default; Keras download, needs "
-                             f"network), none (from scratch, labelled so), or PATH to {XCEPTION_NOTOP}")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny run to check the whole path: 2 epochs, 64x64 crops of 72x72 images (71/79 for "
-                             "Xception), batch 32, at most 200 rows per fold; default --out build/adience_levi_smoke; "
-                             "cells are labelled SMOKE RUN")
-    parser.add_argument("--out", default=None,
-                        help="output folder: OUT/runs (records), OUT/tables, OUT/README.md, OUT/figures "
-                             "(default: the repository's results/, or build/adience_levi_smoke with --smoke)")
-    parser.add_argument("--describe", action="store_true",
-                        help="print the parameter counts of every model as JSON and exit (no data, no network)")
-    parser.add_argument("--protocol", choices=("folds", "levi"), default="folds",
-                        help="folds: the official fold files, validation drawn as --validation (default); levi: "
-                             "Levi & Hassner's per-fold train/val/test lists (needs --levi-splits)")
-    parser.add_argument("--levi-splits", default=None,
-                        help="folder with test_fold_is_0 ... test_fold_is_4 (Levi & Hassner's lists), for "
-                             "--protocol levi")
-    parser.add_argument("--row-filter", choices=("joint", "task"), default="joint",
-                        help="rows every model uses: joint = rows with m/f gender and a canonical age group, the one "
-                             "cleaned set of Sec. 2.1 (default); task = the rows valid for the model's own task "
-                             "(Levi & Hassner's per-task sets; single-task runs then get their own Table 3 rows)")
-    parser.add_argument("--validation", choices=("users", "test"), default="users",
-                        help="early-stopping set with --protocol folds: users = a subject-exclusive hold-out of the "
-                             "training folds' users (default); test = the test fold itself (optimistic)")
-    parser.add_argument("--val-fraction", type=float, default=None,
-                        help="share of the training images whose users are held out (default 0.1)")
-    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100, the paper's)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="global batch size, images per update (default 128, the paper's); with --strategy "
-                             "mirrored/multiworker each replica gets batch/replicas")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); fold k uses seed + k")
-    parser.add_argument("--no-oversample", action="store_true",
-                        help="evaluate the centre crop only (the paper's Table 3), without Levi & Hassner's 10-crop "
-                             "over-sampled accuracy of 'Table 3 (extra)'")
-    parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
-                        help="override the data kind recorded for the tables (default: inferred from the folder: "
-                             "generated if it carries the synth marker, sample if it has fewer rows than Adience)")
-    parser.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
-                        default="auto", help="Keras dtype policy (default auto: mixed_float16 on a GPU)")
-    add_run_arguments(parser,
-                      fresh_help="start new runs; by default rerunning the same command (same data, options and "
-                                 "seed) resumes it: folds with a complete record are read back, an interrupted fold "
-                                 "continues after its last completed epoch")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
-                        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch (default)")
-    args = parser.parse_args(argv)
-    if not args.describe and not args.data_dir and not args.tfds_dir:
-        parser.error("--data-dir is required (or pass --tfds-dir, or --describe)")
-    if args.protocol == "levi" and not args.describe and not args.data_dir:
-        parser.error("--protocol levi needs --data-dir (the folder holding aligned/, whose images the lists name)")
-    if args.gamma is not None and not 0.0 <= args.gamma <= 1.0:
-        parser.error(f"--gamma must be within 0-1, got {args.gamma}")
-    if args.val_fraction is not None and not 0.0 < args.val_fraction < 1.0:
-        parser.error(f"--val-fraction must be within (0, 1), got {args.val_fraction}")
-    if args.epochs is not None and args.epochs < 1 or args.batch_size is not None and args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be positive")
-    return args
-
-
-def experiments_from_args(args) -> list[Experiment]:
-    """The selected experiments with the command line's overrides (never a second copy of a config)."""
-    names = MODELS if args.model == "all" else (args.model,)
-    chosen = []
-    for name in names:
-        exp = EXPERIMENTS[name]
-        if args.smoke:
-            exp = smoke(exp)
-        changes = {"seed": args.seed, "validation": args.validation, "oversample": not args.no_oversample,
-                   "deterministic": bool(getattr(args, "deterministic", False)),
-                   "row_filter": getattr(args, "row_filter", "joint")}
-        for field, value in (("gamma", args.gamma), ("val_fraction", args.val_fraction), ("epochs", args.epochs),
-                             ("batch_size", args.batch_size)):
-            if value is not None:
-                changes[field] = value
-        if exp.architecture == "xception" and args.weights is not None:
-            changes["weights"] = None if args.weights.lower() == "none" else (
-                "imagenet" if args.weights.lower() == "imagenet" else os.path.expanduser(args.weights))
-        chosen.append(dataclasses.replace(exp, **changes))
-    return chosen
-
-
-def run(args) -> int:
-    if args.describe:
-        described, _ = model_facts()
-        print(json.dumps(described, indent=2))
-        return 0
-
-    exps = experiments_from_args(args)
-    from agegender.distribute import start_early
-
-    start_early(args.strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
-    out = Path(args.out) if args.out else (SMOKE_OUT if args.smoke else RESULTS)
-    runs_dir, figures_dir = out / "runs", out / "figures"
-    for exp in exps:  # fail before reading data or training anything
-        if exp.architecture == "xception":
-            check_transfer_weights(exp.weights)
-    frame, data_info = load_adience(args.data_dir, exps[0], data_kind=args.data_kind, tfds_dir=args.tfds_dir)
-    if args.protocol == "levi":
-        data_info["dataset"] = "adience (aligned faces, Levi & Hassner's per-fold lists)"
-    print(f"[adience_levi] {data_info['rows_used']:,} labelled rows from {args.tfds_dir or args.data_dir} "
-          f"(data kind: {data_info['kind']}); models {', '.join(e.name for e in exps)}; "
-          f"folds {','.join(map(str, args.folds))}; output {out}")
-
-    from agegender.distribute import make_strategy, per_replica_batch, replicas
-    from agegender.training import configure_precision
-
-    distribution = make_strategy(args.strategy)
-    for exp in exps:  # an uneven split of the global batch fails before any training
-        per_replica_batch(exp.batch_size, distribution)
-    if replicas(distribution) > 1:
-        print(f"[adience_levi] {args.strategy} strategy: {replicas(distribution)} replicas; the batch of "
-              f"{exps[0].batch_size} is the global batch ({per_replica_batch(exps[0].batch_size, distribution)} per "
-              "replica); learning rate unchanged (the paper's)")
-    precision = configure_precision(args.precision)
-    write_model_build_record(runs_dir)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    summaries = {}
-    for exp in exps:
-        results = []
-        for fold in args.folds:
-            split = fold_split(frame, exp, fold, protocol=args.protocol, levi_splits=args.levi_splits,
-                               data_dir=args.data_dir)
-            counts = split.counts()
-            print(f"[adience_levi] {exp.name} fold {fold}: train {counts['train']:,}, val {counts['val']:,}, "
-                  f"test {counts['test']:,} ({split.info.get('validation', '')})")
-            result = run_fold(exp, fold, split, runs_dir=runs_dir, data_info=data_info,
-                              run_id=f"{stamp}-fold{fold}-s{exp.seed}", protocol=args.protocol, precision=precision,
-                              verbose=args.verbose, fresh=args.fresh, strategy=args.strategy)
-            m = result["metrics"]
-            scores = ", ".join(f"{t} {100 * m['test'][t]['accuracy']:.1f}%" + (
-                f" (over-sampled {100 * m['test'][t + '_oversampled']['accuracy']:.1f}%)" if exp.oversample else "")
-                for t in exp.tasks)
-            if "age" in exp.tasks:
-                scores += f", age one-off {100 * m['test']['age']['one_off_accuracy']:.1f}%"
-            print(f"[adience_levi] {exp.name} fold {fold}: {scores}; {m['epochs_run']} epochs "
-                  f"(best {m['best_epoch']}), {m['train_seconds'] / max(m['epochs_run'], 1):.1f} s/epoch; "
-                  f"record {result['record']}")
-            results.append(result)
-        summaries[exp.name] = (exp, write_fold_summary(exp, results, runs_dir=runs_dir, data_info=data_info,
-                                                       stamp=stamp, figures_dir=figures_dir, fresh=args.fresh))
-
-    from results.tables import generate
-
-    generate(runs_dir, out / "tables", out / "README.md")
-    _print_summary(summaries, data_info["kind"], len(args.folds))
-    print(f"[adience_levi] tables: {out / 'tables' / 'jorgensen__table-3.md'} (and table-2, table-1, "
-          f"table-3-extra); figures: {figures_dir}")
-    return 0
-
-
 def _print_summary(summaries: dict, kind: str, n_folds: int) -> None:
-    from results.catalogue import load_published
-
-    published = load_published(PAPER)
+    published = JORGENSEN.published()
     published = published[published["table"] == "Table 3"]
 
     def paper(row, column):
         hit = published[(published["row"] == row) & (published["column"] == column)]
         return str(hit["value"].iloc[0]) if len(hit) else "-"
 
-    print(f"[adience_levi] Table 3 ({kind} data, {n_folds} fold(s)); paper in brackets:")
+    print(f"[{PAPER}] Table 3 ({kind} data, {n_folds} fold(s)); paper in brackets:")
     for exp, summary in summaries.values():
         parts = []
         for task in ("gender", "age"):
@@ -381,8 +406,3 @@ def _print_summary(summaries: dict, kind: str, n_folds: int) -> None:
                 parts.append(f"{task} {text} % [{paper(exp.row, label)} ± {paper(exp.row, label + ' std')}]")
         parts.append(f"epochs {summary['epochs']:.1f} [{paper(exp.row, 'Avg training epochs')}]")
         print(f"  {table3_row(exp):<28} " + "; ".join(parts))
-
-
-def main(argv=None) -> int:
-    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
-    return run_main(lambda a: run(parse_args(a)), argv)

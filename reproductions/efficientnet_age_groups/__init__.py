@@ -25,6 +25,6 @@ from reproductions.efficientnet_age_groups.claims import (HOLDS, FAILS, NOT_RUN,
     _fmt, _verdict, PAPER_SAMPLE, evaluate_claims, claim_cells, claims_markdown)  # noqa: E402,F401
 from reproductions.efficientnet_age_groups.figures import (_plt, _save, bar_figure,
     study_figures)  # noqa: E402,F401
-from reproductions.efficientnet_age_groups.reproduction import (_out_paths, training_config,
-    record_deviations, study_key, _combined_kind, collect_study, preprocessing, run,
-    _checked_strategy, relative, get_label, _list, _parser, main, _main)  # noqa: E402,F401
+from reproductions.efficientnet_age_groups.reproduction import (GU_YANG, GuYang, _list, run, main,
+    _parser, training_config, record_deviations, study_key, _combined_kind, collect_study,
+    preprocessing, train_model, write_study, _checked_strategy, get_label, relative)  # noqa: E402,F401

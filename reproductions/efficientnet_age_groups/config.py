@@ -43,6 +43,7 @@ class GuYangExperiment:
     similar_tolerance: float = 0.02  # "similar performance" (Sec. 5.1): spread <= 2 accuracy points, our choice
     precision: str = "auto"  # mixed_float16 on a GPU, float32 on CPU (agegender.training.configure_precision)
     run_eagerly: bool = False  # graph mode; the smoke mode runs eagerly (tracing EfficientNet takes minutes on CPU)
+    keep_duplicates_together: bool = False  # not in the paper: byte-identical files in one part of each sample's split
     smoke: bool = False
     seed: int = 0
 

@@ -47,7 +47,8 @@ def load_dataset(dataset: str, root, exp: GuYangExperiment, tfds_dir=None) -> di
         frame = samples.frame
     if tfds_dir is not None:
         root = samples.root
-    split = make_split(frame, "gu_yang", seed=exp.seed, n=exp.n_images, n_train=exp.n_train)
+    split = make_split(frame, "gu_yang", seed=exp.seed, n=exp.n_images, n_train=exp.n_train,
+                       keep_duplicates_together=exp.keep_duplicates_together)
     counts = split.counts()
     if counts["train"] == 0 or counts["val"] == 0:
         raise DataError(f"too few {LABEL[dataset]} images aged 1-80 for a train/validation split (split sizes "
@@ -224,6 +225,9 @@ def deviations(exp: GuYangExperiment, accumulation: int, micro_batch: int) -> li
                          f"{field} {ours} (default {base}; paper: not stated)")
     if accumulation > 1:
         notes.append(f"batch {exp.batch_size} as {accumulation} x {micro_batch} with gradient accumulation")
+    if exp.keep_duplicates_together:
+        notes.append("byte-identical files kept in one part of each sample's split (--keep-duplicates-together; "
+                     "the paper's split does not look at file contents)")
     return notes
 
 

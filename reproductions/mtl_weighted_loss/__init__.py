@@ -27,7 +27,7 @@ from reproductions.mtl_weighted_loss.cells import (_row, _metric_cells, _cell, m
     model_build_cells)  # noqa: E402,F401
 from reproductions.mtl_weighted_loss.figures import (_plt, _save, plot_loss_weights,
     _loss_panel, plot_loss_vs_epoch, plot_freeze_comparison, plot_age_distribution)  # noqa: E402,F401
-from reproductions.mtl_weighted_loss.reproduction import (_other_variant, _out_paths,
-    experiment_name, preprocessing, run, _device_name, format_cells, _parser,
-    experiment_from_args, main, _main)  # noqa: E402,F401
+from reproductions.mtl_weighted_loss.reproduction import (SUNDRIYAL, Sundriyal, run, main, _parser,
+    experiment_from_args, _other_variant, experiment_name, preprocessing, _model_figures,
+    _device_name, format_cells)  # noqa: E402,F401
 from reproductions.mtl_weighted_loss import extra  # noqa: E402,F401

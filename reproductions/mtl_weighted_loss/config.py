@@ -54,6 +54,7 @@ class SundriyalExperiment:
     leaky_alpha: float = 0.01  # Sec. 3.2 names Leaky ReLU: PyTorch's default slope
     max_images: int | None = None  # None: every image of the split; smoke runs take a seeded subset
     precision: str = "auto"  # mixed_float16 on a GPU, float32 on CPU (agegender.training.configure_precision)
+    keep_duplicates_together: bool = False  # not in the thesis: byte-identical files in one part of the split
     seed: int = 0
     smoke: bool = False
 

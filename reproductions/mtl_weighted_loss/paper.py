@@ -25,6 +25,9 @@ def deviations(exp: SundriyalExperiment, choice) -> list[str]:
         if ours != theirs:
             shown = {"max_images": "all", "input_size": "the backbone's"}.get(field) if theirs is None else theirs
             notes.append(f"{field} {ours} (default {shown})")
+    if exp.keep_duplicates_together:
+        notes.append("byte-identical files kept in one part of the split (--keep-duplicates-together; the thesis's "
+                     "split does not look at file contents)")
     return notes
 
 
@@ -45,7 +48,8 @@ def load_data(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, work_di
         samples = read_samples("utkface", data_dir, tfds_dir)
         frame = samples.frame
         csv_dir, coral_note = _coral_lists(data_dir, coral_csv_dir, frame, exp, work_dir)
-        split = make_split(frame, "coral", seed=exp.seed, csv_dir=csv_dir, val_fraction=exp.val_fraction)
+        split = make_split(frame, "coral", seed=exp.seed, csv_dir=csv_dir, val_fraction=exp.val_fraction,
+                           keep_duplicates_together=exp.keep_duplicates_together)
         split.frame["coral_label"] = split.frame["coral_label"].astype("float64")
         mismatch = int((split.frame["age"] - exp.age_min != split.frame["coral_label"]).sum())
         info = {"coral_csv_dir": str(csv_dir), "coral_note": coral_note, "label_age_mismatches": mismatch,
@@ -63,7 +67,7 @@ def load_data(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, work_di
             raise DataError("none of the CelebA images listed in list_attr_celeba.txt was found", path=data_dir,
                             fix="put the aligned JPEGs in <data-dir>/img_align_celeba/")
         frame = frame.assign(age_class=1 - frame["Young"])  # 0 Young, 1 Old (Sec. 3.3.2: "Young or Old")
-        split = make_split(frame, "celeba", seed=exp.seed)
+        split = make_split(frame, "celeba", seed=exp.seed, keep_duplicates_together=exp.keep_duplicates_together)
         split.frame = split.frame[split.frame["split"].isin(("train", "val", "test"))].reset_index(drop=True)
         info = {"images_absent": len(samples.missing), "notes": portable_notes(samples.notes, samples.root)}
     full_counts = split.counts()

@@ -1,15 +1,22 @@
-"""Sundriyal: the run (protocol record, one record per model, figures, tables) and its command line."""
+"""Sundriyal on the shared runner: a protocol record, one record per model (method x task), the model-build record,
+the figures, the command line.
+
+Everything around the run (strategy, seeds, precision, records, resume-or-train, tables, the flags
+every reproduction shares) is :mod:`agegender.experiment`'s; this module says what is Sundriyal's
+own: the split (CORAL / CelebA), the backbone choice, the methods and tasks to train, their cells
+and figures.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
-from agegender.cli import add_run_arguments, run_main
 from agegender.data.pipeline import portable_report
+from agegender.experiment import Options, Reproduction
+from reproductions.common import PaperReproduction
 from reproductions.mtl_weighted_loss import extra
 from reproductions.mtl_weighted_loss.cells import dataset_cells, model_build_cells, model_cells, settings_cells
 from reproductions.mtl_weighted_loss.config import (DATASETS, LISTS_IN_RUN_FOLDER, METHODS, PAPER, REPRODUCTION, ROW,
@@ -18,6 +25,137 @@ from reproductions.mtl_weighted_loss.config import (DATASETS, LISTS_IN_RUN_FOLDE
 from reproductions.mtl_weighted_loss.figures import (plot_age_distribution, plot_freeze_comparison,
                                                      plot_loss_vs_epoch, plot_loss_weights)
 from reproductions.mtl_weighted_loss.paper import check_backbone, deviations, load_data, read_back, train_one
+
+
+class Sundriyal(PaperReproduction, Reproduction):
+    key, reproduction, Config, smoke_out = PAPER, REPRODUCTION, SundriyalExperiment, SMOKE_OUT
+    title = ("Sundriyal (thesis 004): multi-task age / gender / race with learned loss weights and Early Freeze; "
+             "trains the single-task and multi-task networks.")
+    epilog = "Protocol, decisions, runtime and expected figures: python -m pydoc reproductions.mtl_weighted_loss"
+    data_help = ("UTKFace folder (age_gender_race_timestamp.jpg.chip.jpg, searched recursively) or CelebA folder "
+                 "(img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt); required unless --tfds-dir is "
+                 "given")
+    duplicates = True
+    smoke_help = ("check the whole path fast: a two-convolution stand-in backbone (unless --backbone-weights is "
+                  "given), 32x32 inputs, ~240 faces, 2 epochs, patience 1")
+    batch_help = "not stated in the thesis: our choice"
+    fresh_help = ("start a new run; without it, rerunning the same command resumes its earlier run: models already "
+                  "complete are read back from their records (not trained again), an interrupted one continues after "
+                  "its last completed epoch with its Early Freeze state (frozen layers, counters, best weights) and "
+                  "learning-rate schedule; the tables and figures are drawn again either way")
+
+    def add_arguments(self, parser) -> None:
+        default = SundriyalExperiment()
+        parser.add_argument("--dataset", required=True, choices=DATASETS,
+                            help="utkface (age regression, gender, race; CORAL split; Tables 4.6-4.10, 4.16, 5.3-5.5) "
+                                 "or celeba (Young/Old, gender; official partition; Tables 4.11-4.15, 5.1, 5.2)")
+        parser.add_argument("--coral-csv-dir", default=None, metavar="DIR",
+                            help="UTKFace only: folder holding CORAL's utk_train.csv and utk_test.csv (github.com/"
+                                 "Raschka-research-group/coral-cnn, datasets/); default: --data-dir if it holds them, "
+                                 "else a seeded CORAL-like split of the faces aged 21-60, labelled in every table note")
+        parser.add_argument("--backbone", default=default.backbone, metavar="NAME",
+                            help="the thesis backbone whose tables this run fills: senet50_128 (SE-ResNet-50-128D, "
+                                 "Tables 4.10/4.15 and Chapter 5; default), resnet50 (VGGFace2 ResNet-50, Tables "
+                                 "4.9/4.14, 5.2) or resnet50_imagenet (ImageNet ResNet-50 in place of resnet50); "
+                                 "lightcnn, sphereface and facenet are not built")
+        parser.add_argument("--backbone-weights", default=None, metavar="FILE",
+                            help="HDF5 file of converted VGGFace2 weights for --backbone, loaded by layer name "
+                                 "(layout: python -m pydoc agegender.models.face_resnets); without it the run trains "
+                                 "an ImageNet ResNet-50 instead, named as a substitution in every table note; 'none' "
+                                 "trains the requested architecture from random weights")
+        parser.add_argument("--imagenet-weights", default="imagenet", metavar="FILE",
+                            help="weights of the ImageNet ResNet-50 substitute: 'imagenet' (Keras downloads "
+                                 "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5; needs network), that file's "
+                                 "path (offline), or 'none' (random weights)")
+        parser.add_argument("--method", default="all", choices=(*METHODS, "all"),
+                            help="baseline (backbone features -> output layer, one model per task), single (the MTL "
+                                 "layers of one task, one model per task), mtl (the proposed network) or all "
+                                 "(default)")
+        parser.add_argument("--loss", default=default.loss, choices=("weighted", "average"),
+                            help="MTL loss: weighted (learned weights w on the simplex + lambda ||w||^2, Eq. 3.5; "
+                                 "default) or average (plain mean of the task losses, Tables 5.1-5.3)")
+        parser.add_argument("--early-freeze", default=default.early_freeze, action=argparse.BooleanOptionalAction,
+                            help="MTL training: Early Freeze (Algorithm 1; default) or, with --no-early-freeze, early "
+                                 "stopping of each converged task while the shared layers keep training (Table 5.4)")
+        parser.add_argument("--lambda", dest="lam", type=float, default=default.lam, metavar="L",
+                            help=f"lambda of Eq. 3.5, the weight of ||w||^2 (default {default.lam:g}; Table 5.5 sweeps "
+                                 f"0.001, 0.01, 0.1, 1)")
+
+    def check_arguments(self, args, parser) -> None:
+        from agegender.models.face_resnets import get_backbone
+
+        super().check_arguments(args, parser)
+        try:
+            spec = get_backbone(args.backbone)
+        except ValueError as err:
+            parser.error(f"--backbone: {err}")
+        if spec.kind == "smoke":
+            parser.error("--backbone: smoke_cnn is the --smoke stand-in; request a thesis backbone and pass --smoke")
+        if args.lam < 0:
+            parser.error("--lambda must be >= 0")
+        if args.coral_csv_dir and args.dataset != "utkface":
+            parser.error("--coral-csv-dir applies to --dataset utkface only")
+
+    def base_config(self, args) -> SundriyalExperiment:
+        from agegender.models.face_resnets import get_backbone
+
+        weights = args.backbone_weights
+        if weights and weights != "none" and get_backbone(args.backbone).kind == "imagenet":
+            args.imagenet_weights, weights = weights, None
+        return SundriyalExperiment(dataset=args.dataset, backbone=args.backbone, backbone_weights=weights,
+                                   imagenet_weights=None if args.imagenet_weights == "none" else args.imagenet_weights,
+                                   method=args.method, loss=args.loss, early_freeze=args.early_freeze, lam=args.lam)
+
+    def smoke(self, cfg: SundriyalExperiment) -> SundriyalExperiment:
+        return smoke(cfg)
+
+    def inputs(self, args) -> dict:
+        return {"data_dir": args.data_dir, "coral_csv_dir": args.coral_csv_dir}
+
+    def execute(self, run, exp: SundriyalExperiment, *, data_dir=None, coral_csv_dir=None) -> dict:
+        return _execute(run, exp, data_dir=data_dir, coral_csv_dir=coral_csv_dir)
+
+    def report(self, result: dict) -> int:
+        print()
+        print(self.side_by_side(result["cells"]))
+        print()
+        return super().report(result)
+
+
+SUNDRIYAL = Sundriyal()
+
+
+def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, data_kind_override: str | None = None,
+        verbose: int | str = 2, log=print, fresh: bool = False, deterministic: bool = False, strategy: str = "default",
+        tfds_dir=None) -> dict:
+    """Run the reproduction; return paths, per-model metrics and the cells written.
+
+    Rerunning the same command (same data, settings and seed) picks up its earlier run
+    (:mod:`agegender.records`): models with a complete record are read back (metrics, cells,
+    history, Early Freeze events; nothing is trained or loaded), an interrupted one continues
+    after its last completed epoch, and the figures and tables are drawn again. ``fresh`` starts
+    a new run instead. ``deterministic`` turns on TensorFlow's op determinism
+    (:func:`agegender.training.seed_everything`). ``strategy`` (:mod:`agegender.distribute`): the
+    models are built under its scope. ``tfds_dir``: read the prepared TFDS data there instead of ``data_dir``.
+    """
+    options = Options(out=out, fresh=fresh, deterministic=deterministic, strategy=strategy, tfds_dir=tfds_dir,
+                      data_kind=data_kind_override, verbose=verbose, log=log)
+    return SUNDRIYAL.run(exp, options, data_dir=data_dir, coral_csv_dir=coral_csv_dir)
+
+
+def main(argv=None) -> int:
+    """``python -m reproductions.mtl_weighted_loss``; errors a user can fix are one ``error:`` line."""
+    return SUNDRIYAL.main(argv)
+
+
+def _parser():
+    return SUNDRIYAL.parser()
+
+
+def experiment_from_args(args) -> SundriyalExperiment:
+    """The experiment a parsed command line asks for (``make reproduce-mtl`` is checked through this)."""
+    return SUNDRIYAL.configure(args)
+
 
 def _other_variant(runs_dir: Path, exp: SundriyalExperiment, experiment: str) -> dict | None:
     """The newest complete record of ``experiment`` (the MTL run with the other Early Freeze setting)."""
@@ -31,21 +169,6 @@ def _other_variant(runs_dir: Path, exp: SundriyalExperiment, experiment: str) ->
         if record.get("status") == "complete" and record.get("seed") == exp.seed:
             records.append(record)
     return records[-1] if records else None
-
-
-# ----------------------------------------------------------------------------------------------
-# the run
-
-
-def _out_paths(out) -> dict:
-    from agegender.records import DEFAULT_RUNS_DIR
-
-    if out is None:
-        root = DEFAULT_RUNS_DIR.parent
-        return {"runs": DEFAULT_RUNS_DIR, "tables": root / "tables", "readme": root / "README.md",
-                "figures": root / "figures"}
-    out = Path(out)
-    return {"runs": out / "runs", "tables": out / "tables", "readme": out / "README.md", "figures": out / "figures"}
 
 
 def experiment_name(exp: SundriyalExperiment, method: str, task: str | None = None) -> str:
@@ -66,24 +189,11 @@ def preprocessing(exp: SundriyalExperiment, tasks, input_size: int, data_kind: s
                          heads={t: heads[t] for t in tasks})
 
 
-def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, data_kind_override: str | None = None,
-        verbose: int | str = 2, log=print, fresh: bool = False, deterministic: bool = False, strategy: str = "default",
-        tfds_dir=None) -> dict:
-    """Run the reproduction; return paths, per-model metrics and the cells written.
-
-    Rerunning the same command (same data, settings and seed) picks up its earlier run
-    (:mod:`agegender.records`): models with a complete record are read back (metrics, cells,
-    history, Early Freeze events; nothing is trained or loaded), an interrupted one continues
-    after its last completed epoch, and the figures and tables are drawn again. ``fresh`` starts
-    a new run instead. ``deterministic`` turns on TensorFlow's op determinism
-    (:func:`agegender.training.seed_everything`). ``strategy`` (:mod:`agegender.distribute`): the
-    models are built under its scope. ``tfds_dir``: read the prepared TFDS data there instead of ``data_dir``.
-    """
-    import datetime as _dt
+def _execute(run, exp: SundriyalExperiment, *, data_dir, coral_csv_dir) -> dict:
     import tempfile
 
     from agegender import atomic
-    from agegender.data.provenance import data_kind
+    from agegender.data.provenance import data_kind, describe_data
     from agegender.models.face_resnets import choose_backbone, get_backbone
 
     if exp.dataset not in DATASETS:
@@ -91,56 +201,39 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     if exp.method not in (*METHODS, "all"):
         raise ValueError(f"method must be one of {METHODS} or all, got {exp.method!r}")
     get_backbone(exp.backbone)  # unknown names fail here, loudly
-    from agegender.distribute import start_early
-
-    start_early(strategy)  # a multi-worker strategy must exist before TensorFlow runs anything
-    paths = _out_paths(out)
-    t0 = time.time()
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    tfds_dir, paths = run.options.tfds_dir, run.paths
     protocol_name = f"{exp.dataset}-protocol{'-smoke' if exp.smoke else ''}"
     # generated CORAL-like lists go to a scratch folder first, then into the protocol run folder (whose id is
     # known once the recorder has looked for an earlier run of this command); the lists are a function of the
     # faces and the seed, so a rerun writes the same files
     with tempfile.TemporaryDirectory(prefix="sundriyal-lists-") as scratch:
-        data = load_data(data_dir, exp, coral_csv_dir=coral_csv_dir, work_dir=scratch, log=log, tfds_dir=tfds_dir)
+        data = load_data(data_dir, exp, coral_csv_dir=coral_csv_dir, work_dir=scratch, log=run.log,
+                         tfds_dir=tfds_dir)
         generated_lists = None  # {file name: bytes} of generated lists
         if str(data["info"].get("coral_csv_dir", "")).startswith(scratch):
             generated_lists = {p.name: p.read_bytes() for p in Path(data["info"]["coral_csv_dir"]).glob("*.csv")}
             data["info"]["coral_csv_dir"] = LISTS_IN_RUN_FOLDER  # the same for every rerun (the fingerprint)
-    choice = choose_backbone(exp.backbone, exp.backbone_weights,
-                             substitute_weights=exp.imagenet_weights, smoke=exp.smoke)
+    choice = choose_backbone(exp.backbone, exp.backbone_weights, substitute_weights=exp.imagenet_weights,
+                             smoke=exp.smoke)
     check_backbone(choice)
 
-    import keras
-
-    from agegender.distribute import make_strategy, strategy_config
-    from agegender.plots import confusion_matrix, learning_curves
-    from agegender.records import RunRecorder
-    from agegender.training import configure_precision, seed_everything
-    from results.tables import generate
-
-    distribution = make_strategy(strategy)
     samples, split = data["samples"], data["split"]
     data_root = data_dir if tfds_dir is None else samples.root
-    kind = data_kind_override or data_kind(data_root, exp.dataset, len(samples.frame))
+    kind = run.options.data_kind or data_kind(data_root, exp.dataset, len(samples.frame))
     input_size = exp.input_size or choice.spec.input_size
-    notes = deviations(exp, choice)
-    note = "; ".join(notes)
+    note = "; ".join(deviations(exp, choice))
     if exp.dataset == "utkface" and "CORAL-like" in data["info"]["coral_note"]:
         note = "; ".join([note, data["info"]["coral_note"]])
-    log(f"[sundriyal] {exp.dataset}: {len(samples.frame):,} faces read from {tfds_dir or data_dir} ({kind}); split "
-        f"{data['full_counts']}" + (f", using {data['counts']}" if data["counts"] != data["full_counts"] else ""))
-    log(f"[sundriyal] {choice.note}; input {input_size}x{input_size}")
+    run.say(f"{exp.dataset}: {len(samples.frame):,} faces read from {tfds_dir or data_dir} ({kind}); split "
+            f"{data['full_counts']}" + (f", using {data['counts']}" if data["counts"] != data["full_counts"] else ""))
+    run.say(f"{choice.note}; input {input_size}x{input_size}")
 
-    seed_everything(exp.seed, deterministic)
-    precision = configure_precision(exp.precision)
-    config = {**dataclasses.asdict(exp), "precision_policy": precision, "input_size_used": input_size,
+    run.start(seed=exp.seed, precision=exp.precision, batch_size=exp.batch_size, flag="--batch-size")
+    config = {**dataclasses.asdict(exp), "precision_policy": run.precision, "input_size_used": input_size,
               "backbone": {"requested": choice.requested, "used": choice.used, "substituted": choice.substituted,
                            "weights": choice.weights, "note": choice.note},
-              "coral_csv_dir": data["info"].get("coral_csv_dir"), "deterministic": bool(deterministic),
-              "strategy": strategy_config(strategy, distribution, exp.batch_size, flag=None)}
-    from agegender.data.provenance import describe_data
-
+              "coral_csv_dir": data["info"].get("coral_csv_dir"), "deterministic": bool(run.options.deterministic),
+              "strategy": run.strategy_info}
     # named by a path relative to the data root and a fingerprint, never an absolute path (records are committed)
     data_info = {"kind": kind, **describe_data(exp.dataset, tfds_dir if tfds_dir is not None else data_root,
                                                **({"prepared": True} if tfds_dir is not None else {})),
@@ -148,26 +241,24 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
                  "split_counts": data["full_counts"], "counts_used": data["counts"],
                  **extra.portable_config(data["info"])}
     config = extra.portable_config(config)
-    run_deviations = extra.record_deviations(exp, choice, SundriyalExperiment)
+    run_deviations = run.deviations(extra.record_deviations(exp, choice, SundriyalExperiment))
 
     # the protocol record's run id is shared by the models' records and the figures; a rerun of the same
     # command finds it again (--fresh: a new one)
-    protocol = RunRecorder(REPRODUCTION, protocol_name, config=config, seed=exp.seed, data=data_info, paper=PAPER,
-                           out=paths["runs"], resume=not fresh, new_run_id=f"{stamp}-s{exp.seed}",
-                           deviations=run_deviations)
+    protocol = run.recorder(protocol_name, config=config, seed=exp.seed, data=data_info,
+                            new_run_id=f"{run.stamp}-s{exp.seed}", deviations=run_deviations)
     run_id = protocol.run_id
     if protocol.resumed:
-        log(f"[sundriyal] picking up run {run_id} of the same command ({protocol.record['status']}); "
-            "--fresh starts over")
+        run.say(f"picking up run {run_id} of the same command ({protocol.record['status']}); --fresh starts over")
     for file_name, content in (generated_lists or {}).items():
         with atomic.atomic_path(protocol.run_dir / "coral_like_lists" / file_name) as tmp:
             tmp.write_bytes(content)
-    figures = paths["figures"] / REPRODUCTION / run_id
+    figures = run.figures_dir(run_id)
     if not protocol.complete:
         split.save_manifest(protocol.run_dir / "split.csv")
-    p_cells = dataset_cells(data, exp, "SMOKE RUN (--smoke), not a reproduction" if exp.smoke else "")
-    p_cells += extra.section41_cells(exp, samples, data_dir if tfds_dir is None else None,
-                                     "SMOKE RUN (--smoke), not a reproduction" if exp.smoke else "")
+    smoke_note = "SMOKE RUN (--smoke), not a reproduction" if exp.smoke else ""
+    p_cells = dataset_cells(data, exp, smoke_note)
+    p_cells += extra.section41_cells(exp, samples, data_dir if tfds_dir is None else None, smoke_note)
     p_cells += settings_cells(exp, "read from the configuration")
     figure_paths: dict[str, Path] = {}
     if exp.dataset == "utkface":
@@ -185,103 +276,106 @@ def run(data_dir, exp: SundriyalExperiment, *, coral_csv_dir=None, out=None, dat
     for method, tasks in jobs:
         task = next(iter(tasks)) if method != "mtl" else None
         name = experiment_name(exp, method, task)
-        recorder = RunRecorder(REPRODUCTION, name, config={**config, "method": method, "tasks": list(tasks)},
-                               seed=exp.seed, data=data_info, paper=PAPER, out=paths["runs"], run_id=run_id,
-                               resume=not fresh, preprocessing=preprocessing(exp, tuple(tasks), input_size, kind),
-                               deviations=run_deviations)
-        if recorder.complete:  # finished by an earlier run of this command: read back, not trained again
-            log(f"[sundriyal] {name}: complete record found ({recorder.record_path}); read back, not trained again "
-                "(--fresh trains again)")
-            result = read_back(recorder.record, method, tasks)
-        else:
+        recorder = run.recorder(name, config={**config, "method": method, "tasks": list(tasks)}, seed=exp.seed,
+                                data=data_info, run_id=run_id,
+                                preprocessing=preprocessing(exp, tuple(tasks), input_size, kind),
+                                deviations=run_deviations)
+
+        def train(method=method, tasks=tasks, recorder=recorder) -> dict:
             split.save_manifest(recorder.run_dir / "split.csv")
-            log(f"[sundriyal] training {method} ({', '.join(tasks)}): up to {exp.epochs} epochs, "
-                f"{'Early Freeze' if (exp.early_freeze or method != 'mtl') else 'early stopping of converged tasks'}, "
-                f"patience {exp.patience}" + (f", {exp.loss} loss" + (f" (lambda {exp.lam:g})" if exp.loss == "weighted"
-                                                                      else "") if method == "mtl" else ""))
+            run.say(f"training {method} ({', '.join(tasks)}): up to {exp.epochs} epochs, "
+                    f"{'Early Freeze' if (exp.early_freeze or method != 'mtl') else 'early stopping of converged tasks'}"
+                    f", patience {exp.patience}" + (f", {exp.loss} loss" + (f" (lambda {exp.lam:g})"
+                                                                           if exp.loss == "weighted" else "")
+                                                     if method == "mtl" else ""))
             result = train_one(exp, choice, method, tasks, split, recorder=recorder, input_size=input_size,
-                               skipped=skipped, verbose=verbose, log=log, deterministic=deterministic,
-                               strategy=distribution)
+                               skipped=skipped, verbose=run.options.verbose, log=run.log,
+                               deterministic=run.options.deterministic, strategy=run.strategy)
             result["device"] = _device_name(recorder.record.get("device"))
+            return result
+
+        result = run.resume_or_train(recorder, name, train=train,
+                                     read_back=lambda: read_back(recorder.record, method, tasks))
         result["recorder"], result["name"] = recorder, name
         results[name] = result
         test = result["metrics"]["test"]
         parts = [f"{t} " + ("MAE %.2f y" % test[t]["mae_years"] if "mae_years" in test[t]
                             else "acc %.1f %%" % (100 * test[t]["accuracy"])) for t in tasks]
-        log(f"[sundriyal] {name}: {result['seconds']:.1f} s, {len(result['history'])} epochs; test " + ", ".join(parts))
-
-        # figures of this model (drawn again for a record read back)
-        own: dict[str, Path] = {}
-        label = f"{ROW[method]}, {', '.join(tasks)}"
-        own[f"learning_curves_{name}"] = learning_curves(result["history"], figures / f"learning_curves_{name}.png",
-                                                         label)
-        if method == "mtl":
-            own[f"loss_weights_{name}"] = plot_loss_weights(
-                result["history"], tuple(tasks), figures / f"loss_weights_{name}.png",
-                f"Loss weights per epoch ({exp.loss}{', lambda %g' % exp.lam if exp.loss == 'weighted' else ''})")
-            events = result["early_freeze"]["events"]
-            fig = "fig5_1_loss_vs_epoch_early_freeze" if exp.early_freeze else "fig5_2_loss_vs_epoch_early_stopping"
-            own[fig] = plot_loss_vs_epoch(
-                result["history"], tuple(tasks), events, figures / f"{fig}.png",
-                f"Loss vs epoch, {'Early Freeze' if exp.early_freeze else 'early stopping of converged tasks'} "
-                f"(cf. Fig. {'5.1' if exp.early_freeze else '5.2'})")
-            other_exp = dataclasses.replace(exp, early_freeze=not exp.early_freeze)
-            other = _other_variant(paths["runs"], exp, experiment_name(other_exp, "mtl"))
-            if other is not None:
-                ours = (result["history"], events)
-                theirs = (other.get("history", []), other.get("early_freeze", {}).get("events", []))
-                pair = {"Early Freeze (Fig. 5.1)": ours if exp.early_freeze else theirs,
-                        "early stopping of converged tasks (Fig. 5.2)": theirs if exp.early_freeze else ours}
-                own["fig5_1_5_2_early_freeze_vs_early_stopping"] = plot_freeze_comparison(
-                    pair, tuple(tasks), figures / "fig5_1_5_2_early_freeze_vs_early_stopping.png")
-        if exp.dataset == "celeba" and "age" in tasks and method in ("single", "mtl"):
-            number = "5_3" if method == "single" else "5_4"
-            own[f"fig{number}_confusion_{method}"] = confusion_matrix(
-                test["age"]["confusion_matrix"], ["Young", "Old"], figures / f"fig{number}_confusion_{method}.png",
-                f"Age, test set, {ROW[method]} (cf. Fig. {number.replace('_', '.')})")
-        figure_paths.update(own)
+        run.say(f"{name}: {result['seconds']:.1f} s, {len(result['history'])} epochs; test " + ", ".join(parts))
+        figure_paths.update(_model_figures(run, exp, method, tasks, name, result, figures))
         if not recorder.complete:  # each model's record is complete as soon as it is: a kill later loses nothing
             result["cells"] = model_cells(exp, result, note)
-            listed = {k: extra.relative(v, paths["runs"].parent) for k, v in sorted(figure_paths.items())}
+            listed = {k: extra.relative(v, paths["root"]) for k, v in sorted(figure_paths.items())}
             recorder.finish(result["metrics"], [dict(c) for c in result["cells"]], figures=listed,
-                            figures_dir=extra.relative(figures, paths["runs"].parent),
+                            figures_dir=extra.relative(figures, paths["root"]),
                             pipeline_skipped=portable_report(skipped, split.frame), backbone=result["backbone"],
                             early_freeze=result["early_freeze"])
         all_cells += result["cells"]
         result.pop("model", None)  # model.keras holds the checkpoint; free the memory before the next model
-        keras.backend.clear_session()
+        run.clear()
 
-    figure_list = {k: extra.relative(v, paths["runs"].parent) for k, v in sorted(figure_paths.items())}
+    figure_list = {k: extra.relative(v, paths["root"]) for k, v in sorted(figure_paths.items())}
     if not protocol.complete:
         protocol.finish({"split": {"counts": data["full_counts"], "counts_used": data["counts"]}},
                         [dict(c) for c in p_cells], figures=figure_list,
-                        figures_dir=extra.relative(figures, paths["runs"].parent),
+                        figures_dir=extra.relative(figures, paths["root"]),
                         backbone=config["backbone"], pipeline_skipped=portable_report(skipped, split.frame),
-                        **({"coral_like_lists": "coral_like_lists"}
-                           if generated_lists is not None else {}))
+                        **({"coral_like_lists": "coral_like_lists"} if generated_lists is not None else {}))
     build_record = None
     if not exp.smoke:
-        build = RunRecorder(REPRODUCTION, "model_build", config={"backbones": ["resnet50", "senet50_128"],
-                                                                 "deterministic": bool(deterministic)},
-                            seed=0, data={"kind": "none", "dataset": "none (model build)"}, paper=PAPER,
-                            out=paths["runs"], run_id="keras", resume=not fresh)
+        build = run.recorder("model_build", config={"backbones": ["resnet50", "senet50_128"],
+                                                    "deterministic": bool(run.options.deterministic)},
+                             seed=0, data={"kind": "none", "dataset": "none (model build)"}, run_id="keras")
         if build.complete:
             b_cells, build_record = [dict(c) for c in build.record["cells"]], build.record_path
         else:
             b_cells = model_build_cells()
             build_record = build.finish({}, [dict(c) for c in b_cells])
         all_cells += b_cells
-    summary = generate(paths["runs"], paths["tables"], paths["readme"])
     records = {"protocol": protocol.record_path, **{n: r["recorder"].record_path for n, r in results.items()}}
     if build_record is not None:
         records["model_build"] = build_record
     return {"run_id": run_id, "kind": kind, "split": split, "counts": data["full_counts"],
-            "counts_used": data["counts"],
-            "backbone": choice, "records": records, "metrics": {n: r["metrics"] for n, r in results.items()},
-            "results": results, "cells": all_cells, "figures": figure_paths, "figures_dir": figures,
-            "tables_dir": paths["tables"], "readme": paths["readme"], "tables": summary["tables"],
-            "read_back": sorted(n for n, r in results.items() if r.get("read_back")),
-            "seconds": time.time() - t0}
+            "counts_used": data["counts"], "backbone": choice, "records": records,
+            "metrics": {n: r["metrics"] for n, r in results.items()}, "results": results, "cells": all_cells,
+            "figures": figure_paths, "figures_dir": figures,
+            "read_back": sorted(n for n, r in results.items() if r.get("read_back"))}
+
+
+def _model_figures(run, exp: SundriyalExperiment, method: str, tasks: dict, name: str, result: dict,
+                   figures: Path) -> dict[str, Path]:
+    """The figures of one model (drawn again for a record read back)."""
+    from agegender.plots import confusion_matrix, learning_curves
+
+    own: dict[str, Path] = {}
+    label = f"{ROW[method]}, {', '.join(tasks)}"
+    own[f"learning_curves_{name}"] = learning_curves(result["history"], figures / f"learning_curves_{name}.png", label)
+    if method == "mtl":
+        own[f"loss_weights_{name}"] = plot_loss_weights(
+            result["history"], tuple(tasks), figures / f"loss_weights_{name}.png",
+            f"Loss weights per epoch ({exp.loss}{', lambda %g' % exp.lam if exp.loss == 'weighted' else ''})")
+        events = result["early_freeze"]["events"]
+        fig = "fig5_1_loss_vs_epoch_early_freeze" if exp.early_freeze else "fig5_2_loss_vs_epoch_early_stopping"
+        own[fig] = plot_loss_vs_epoch(
+            result["history"], tuple(tasks), events, figures / f"{fig}.png",
+            f"Loss vs epoch, {'Early Freeze' if exp.early_freeze else 'early stopping of converged tasks'} "
+            f"(cf. Fig. {'5.1' if exp.early_freeze else '5.2'})")
+        other_exp = dataclasses.replace(exp, early_freeze=not exp.early_freeze)
+        other = _other_variant(run.paths["runs"], exp, experiment_name(other_exp, "mtl"))
+        if other is not None:
+            ours = (result["history"], events)
+            theirs = (other.get("history", []), other.get("early_freeze", {}).get("events", []))
+            pair = {"Early Freeze (Fig. 5.1)": ours if exp.early_freeze else theirs,
+                    "early stopping of converged tasks (Fig. 5.2)": theirs if exp.early_freeze else ours}
+            own["fig5_1_5_2_early_freeze_vs_early_stopping"] = plot_freeze_comparison(
+                pair, tuple(tasks), figures / "fig5_1_5_2_early_freeze_vs_early_stopping.png")
+    if exp.dataset == "celeba" and "age" in tasks and method in ("single", "mtl"):
+        number = "5_3" if method == "single" else "5_4"
+        test = result["metrics"]["test"]
+        own[f"fig{number}_confusion_{method}"] = confusion_matrix(
+            test["age"]["confusion_matrix"], ["Young", "Old"], figures / f"fig{number}_confusion_{method}.png",
+            f"Age, test set, {ROW[method]} (cf. Fig. {number.replace('_', '.')})")
+    return own
 
 
 def _device_name(device) -> str:
@@ -294,136 +388,4 @@ def _device_name(device) -> str:
 
 def format_cells(cells: list[dict]) -> str:
     """This run's reproduced cells next to the published values, one line each."""
-    from results.tables import format_cells as side_by_side
-
-    return side_by_side(cells, PAPER)
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    default = SundriyalExperiment()
-    parser = argparse.ArgumentParser(
-        prog="python -m reproductions.mtl_weighted_loss",
-        description=__doc__.split("\n\n")[0] + " Trains the single-task and multi-task networks, writes run "
-                    "records, figures and the regenerated tables next to the published values.",
-        epilog="Protocol, decisions, runtime and expected figures: python -m pydoc reproductions.mtl_weighted_loss")
-    parser.add_argument("--dataset", required=True, choices=DATASETS,
-                        help="utkface (age regression, gender, race; CORAL split; Tables 4.6-4.10, 4.16, 5.3-5.5) or "
-                             "celeba (Young/Old, gender; official partition; Tables 4.11-4.15, 5.1, 5.2)")
-    parser.add_argument("--data-dir", default=None, metavar="DIR",
-                        help="UTKFace folder (age_gender_race_timestamp.jpg.chip.jpg, searched recursively) or CelebA "
-                             "folder (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt); required "
-                             "unless --tfds-dir is given")
-    parser.add_argument("--coral-csv-dir", default=None, metavar="DIR",
-                        help="UTKFace only: folder holding CORAL's utk_train.csv and utk_test.csv (github.com/"
-                             "Raschka-research-group/coral-cnn, datasets/); default: --data-dir if it holds them, "
-                             "else a seeded CORAL-like split of the faces aged 21-60, labelled in every table note")
-    parser.add_argument("--backbone", default=default.backbone, metavar="NAME",
-                        help=f"the thesis backbone whose tables this run fills: senet50_128 (SE-ResNet-50-128D, "
-                             f"Tables 4.10/4.15 and Chapter 5; default), resnet50 (VGGFace2 ResNet-50, Tables "
-                             f"4.9/4.14, 5.2) or resnet50_imagenet (ImageNet ResNet-50 in place of resnet50); "
-                             f"lightcnn, sphereface and facenet are not built")
-    parser.add_argument("--backbone-weights", default=None, metavar="FILE",
-                        help="HDF5 file of converted VGGFace2 weights for --backbone, loaded by layer name "
-                             "(layout: python -m pydoc agegender.models.face_resnets); without it the run trains "
-                             "an ImageNet ResNet-50 instead, named as a substitution in every table note; 'none' "
-                             "trains the requested architecture from random weights")
-    parser.add_argument("--imagenet-weights", default="imagenet", metavar="FILE",
-                        help="weights of the ImageNet ResNet-50 substitute: 'imagenet' (Keras downloads "
-                             "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5; needs network), that file's "
-                             "path (offline), or 'none' (random weights)")
-    parser.add_argument("--method", default="all", choices=(*METHODS, "all"),
-                        help="baseline (backbone features -> output layer, one model per task), single (the MTL "
-                             "layers of one task, one model per task), mtl (the proposed network) or all (default)")
-    parser.add_argument("--loss", default=default.loss, choices=("weighted", "average"),
-                        help="MTL loss: weighted (learned weights w on the simplex + lambda ||w||^2, Eq. 3.5; "
-                             "default) or average (plain mean of the task losses, Tables 5.1-5.3)")
-    parser.add_argument("--early-freeze", default=default.early_freeze, action=argparse.BooleanOptionalAction,
-                        help="MTL training: Early Freeze (Algorithm 1; default) or, with --no-early-freeze, early "
-                             "stopping of each converged task while the shared layers keep training (Table 5.4)")
-    parser.add_argument("--lambda", dest="lam", type=float, default=default.lam, metavar="L",
-                        help=f"lambda of Eq. 3.5, the weight of ||w||^2 (default {default.lam:g}; Table 5.5 sweeps "
-                             f"0.001, 0.01, 0.1, 1)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="check the whole path fast: a two-convolution stand-in backbone (unless "
-                             "--backbone-weights is given), 32x32 inputs, ~240 faces, 2 epochs, patience 1; writes "
-                             "under build/smoke/mtl_weighted_loss unless --out is given")
-    parser.add_argument("--epochs", type=int, default=None, metavar="N",
-                        help=f"maximum epochs per model (default {default.epochs}; Early Freeze / early stopping "
-                             f"with patience {default.patience} ends sooner; --smoke: 2)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output root: records in DIR/runs, tables in DIR/tables, index DIR/README.md, figures "
-                             "in DIR/figures (default: results/...; with --smoke build/smoke/mtl_weighted_loss)")
-    parser.add_argument("--seed", type=int, default=default.seed, metavar="S",
-                        help=f"seed of the split, the initial weights (loss weights included) and the shuffling "
-                             f"(default {default.seed})")
-    parser.add_argument("--data-kind", choices=("real", "sample", "generated"), default=None,
-                        help="label the data in records and tables; default: detected (generated faces carry a "
-                             "marker file; fewer than 90%% of the dataset's files count as a sample)")
-    add_run_arguments(parser,
-                      fresh_help="start a new run; without it, rerunning the same command resumes its earlier run: "
-                                 "models already complete are read back from their records (not trained again), an "
-                                 "interrupted one continues after its last completed epoch with its Early Freeze "
-                                 "state (frozen layers, counters, best weights) and learning-rate schedule; the "
-                                 "tables and figures are drawn again either way")
-    return parser
-
-
-def experiment_from_args(args) -> SundriyalExperiment:
-    """The experiment a parsed command line asks for (``make reproduce-mtl`` is checked through this)."""
-    from agegender.models.face_resnets import get_backbone
-
-    weights = args.backbone_weights
-    if weights and weights != "none" and get_backbone(args.backbone).kind == "imagenet":
-        args.imagenet_weights, weights = weights, None
-    exp = SundriyalExperiment(dataset=args.dataset, backbone=args.backbone, backbone_weights=weights,
-                              imagenet_weights=None if args.imagenet_weights == "none" else args.imagenet_weights,
-                              method=args.method, loss=args.loss, early_freeze=args.early_freeze, lam=args.lam,
-                              seed=args.seed)
-    if args.smoke:
-        exp = smoke(exp)
-    if args.epochs is not None:
-        exp = dataclasses.replace(exp, epochs=args.epochs)
-    return exp
-
-
-def main(argv=None) -> int:
-    """The command line; errors a user can fix are one ``error:`` line (:func:`agegender.cli.run_main`)."""
-    return run_main(_main, argv)
-
-
-def _main(argv=None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.data_dir is None and args.tfds_dir is None:
-        parser.error("--data-dir is required (or --tfds-dir)")
-    from agegender.models.face_resnets import get_backbone
-
-    try:
-        spec = get_backbone(args.backbone)
-    except ValueError as err:
-        parser.error(f"--backbone: {err}")
-    if spec.kind == "smoke":
-        parser.error("--backbone: smoke_cnn is the --smoke stand-in; request a thesis backbone and pass --smoke")
-    if args.epochs is not None and args.epochs < 1:
-        parser.error("--epochs must be at least 1")
-    if args.lam < 0:
-        parser.error("--lambda must be >= 0")
-    if args.coral_csv_dir and args.dataset != "utkface":
-        parser.error("--coral-csv-dir applies to --dataset utkface only")
-    exp = experiment_from_args(args)
-    out = args.out if args.out is not None or not args.smoke else SMOKE_OUT
-    result = run(args.data_dir, exp, coral_csv_dir=args.coral_csv_dir, out=out, data_kind_override=args.data_kind,
-                 fresh=args.fresh, deterministic=args.deterministic, strategy=args.strategy, tfds_dir=args.tfds_dir)
-    print()
-    print(format_cells(result["cells"]))
-    print()
-    print(f"[sundriyal] tables : {result['tables_dir']} (sundriyal__*.md), index {result['readme']}")
-    print(f"[sundriyal] figures: {result['figures_dir']}")
-    for key, path in result["records"].items():
-        print(f"[sundriyal] record : {path}")
-    print(f"[sundriyal] done in {result['seconds']:.0f} s")
-    return 0
+    return SUNDRIYAL.side_by_side(cells)

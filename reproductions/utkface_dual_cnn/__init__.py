@@ -23,6 +23,6 @@ from reproductions.utkface_dual_cnn.paper import (load_split, ks_statistic, spli
 from reproductions.utkface_dual_cnn.figures import (_plt, _save, plot_split,
     plot_iteration_loss, plot_epoch_metrics, _metric, plot_first_n, plot_face, plot_heatmaps,
     plot_gradcam)  # noqa: E402,F401
-from reproductions.utkface_dual_cnn.reproduction import (_out_paths, _relative, run_deviations,
-    run, _validation_image, _read_iterations, _write_iterations, format_cells, _parser, main,
-    _main)  # noqa: E402,F401
+from reproductions.utkface_dual_cnn.reproduction import (SPEZIALI, Speziali, _relative, run_deviations,
+    run, _validation_image, _read_iterations, _write_iterations, format_cells, _parser,
+    main)  # noqa: E402,F401

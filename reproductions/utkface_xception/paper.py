@@ -321,3 +321,12 @@ def protocol_cells(samples, frame, split, exp: DeyExperiment) -> list[dict]:
               "; ".join(n for n in (split_note, "the paper: 18,603 (README.md: the real files give a different count)")
                         if n)),
     ]
+
+
+def preprocessing(exp: DeyExperiment, size: int, data_kind: str):
+    """How ``python -m agegender predict`` feeds a face to the model: 0-255 pixels (the model scales them)."""
+    from agegender.preprocess import Head, Preprocessing, face_preset
+
+    return Preprocessing(input_size=size, pixel_scale=1.0, face=face_preset(data_kind, "utkface"),
+                         heads={"age": Head.age_sigmoid(exp.max_age), "gender": Head.gender_softmax(),
+                                "race": Head.race_softmax("ethnicity")})

@@ -8,16 +8,19 @@
    Levi-Hassner **multi-task CNN** with LRN (``agegender.models.levi_hassner``) -> run record,
    Table 3 row with one-off and over-sampled accuracy, confusion matrices.
 
-Both run the reproductions' own code (``reproductions.utkface_dual_cnn.run``,
-``reproductions.adience_levi.run_fold``) with each paper's experiment dataclass changed only
+Both run the reproductions' own code through the shared runner (``reproductions.utkface_dual_cnn.run``,
+``reproductions.adience_levi.run``) with each paper's experiment dataclass changed only
 where a 2-core CPU demands it (``dataclasses.replace``; every change is listed in
 :class:`DemoExperiment`). The tables are regenerated next to the published values, and the
 printout puts every reproduced score next to its chance level (majority class, mean age):
 both models must clearly beat it. These are numbers on generated faces: they show that the
 path learns, not what the papers' models reach on real data.
 
-    python -m agegender.demo --out build/demo            # about 3 minutes on 2 idle cores
-    python -m agegender.demo --fresh                     # a rerun reads the finished runs back; this retrains
+    python -m reproductions.demo --out build/demo        # about 3 minutes on 2 idle cores
+    python -m reproductions.demo --fresh                 # a rerun reads the finished runs back; this retrains
+
+It lives with the reproductions (it runs two of them); the library ``agegender`` imports neither
+``reproductions`` nor ``results``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class DemoExperiment:
     utkface_face_size: int = 64   # side of the written JPEGs; the pipeline resizes to speziali_input
     speziali_input: int = 32      # paper 128x128 (Sec. III-B); the 5x5x128 convolution dominates on CPU
     speziali_batch: int = 32      # paper 64: twice the steps per epoch on a small set
-    speziali_lr: float = 3e-4     # paper 0.01 diverges at this scale (reproductions.utkface_dual_cnn docstring)
+    speziali_lr: float = 3e-4     # paper 0.01 diverges at this scale (reproductions/utkface_dual_cnn/README.md)
     speziali_epochs: int = 8      # paper: up to early stopping (patience 3), 8-10 epochs on 11,617 faces
     adience_faces: int = 1000     # generated Adience-layout faces over 5 folds (the paper: 19,487 rows)
     adience_face_size: int = 96   # side of the written JPEGs (real aligned faces are 816x816)
@@ -106,19 +109,12 @@ def run_demo(demo: DemoExperiment, out: Path, *, verbose: int | str = 2, log=pri
     dual = spz["metrics"]["dual"]["test"]
 
     log("[demo] 2/2 Jørgensen: the reduced Levi-Hassner multi-task CNN (8 age groups + gender) on the Adience layout")
-    from agegender.training import configure_precision
-    from results.tables import generate
-
     exp = adience_experiment(demo)
-    frame, data_info = adience.load_adience(adience_root, exp, data_kind="generated")
-    split = adience.fold_split(frame, exp, demo.adience_fold, data_dir=adience_root)
-    log(f"[demo] Adience fold {demo.adience_fold}: {split.counts()}")
-    fold = adience.run_fold(exp, demo.adience_fold, split, runs_dir=out / "runs", data_info=data_info,
-                            run_id=f"{spz['run_id']}-fold{demo.adience_fold}", protocol="folds",
-                            precision=configure_precision("auto"),
-                            verbose=verbose, fresh=fresh)
+    levi_run = adience.run(exp, data_dir=adience_root, folds=[demo.adience_fold], out=out,
+                           data_kind_override="generated", verbose=verbose, log=log, fresh=fresh,
+                           build_record=False)  # Tables 1-2 (the Keras builds) are not part of the demo
+    fold = levi_run["results"][exp.name][0]
     levi = fold["metrics"]["test"]
-    generate(out / "runs", out / "tables", out / "README.md")
 
     metrics = {
         "dual_gender_accuracy": dual["gender_accuracy"], "dual_gender_majority": dual["gender_majority"],
@@ -155,7 +151,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agegender.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m reproductions.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="build/demo",
                         help="output folder: faces/, runs/, tables/, figures/, README.md (default build/demo)")
