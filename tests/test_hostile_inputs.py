@@ -171,7 +171,7 @@ def test_unreadable_image_file_is_skipped(tmp_path, monkeypatch):
     if IS_ROOT:
         import builtins
 
-        import agegender.data.pipeline as pipeline
+        import agegender.data.images as images  # where the file check lives (agegender.data.pipeline re-exports it)
 
         real_open = builtins.open
 
@@ -180,7 +180,7 @@ def test_unreadable_image_file_is_skipped(tmp_path, monkeypatch):
                 raise PermissionError(13, "Permission denied", str(file))
             return real_open(file, *a, **k)
 
-        monkeypatch.setattr(pipeline, "open", guarded, raising=False)
+        monkeypatch.setattr(images, "open", guarded, raising=False)
     else:
         path.chmod(0)
     try:

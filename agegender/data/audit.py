@@ -52,13 +52,13 @@ def drop_unusable_images(samples: Samples, *, require: bool = False) -> Samples:
     """``samples`` less the rows whose image fails the training pipeline's file check.
 
     Every image present (rows in ``samples.missing`` are left as they are) goes through
-    :func:`agegender.data.pipeline.check_images`, the check ``build_dataset`` applies: an empty
+    :func:`agegender.data.images.check_images`, the check ``build_dataset`` applies: an empty
     file, an HTML page or another non-image, a truncated JPEG / PNG, a header that does not parse,
     a decompression bomb. A row that fails leaves the frame and is listed in ``skipped`` with the
     reason, and a note counts them. ``require``: when rows had images and none is usable, raise a
     one-line :class:`DataError` (training would have nothing to train on).
     """
-    from agegender.data.pipeline import check_images
+    from agegender.data.images import check_images
     from agegender.errors import DataError
 
     frame = samples.frame

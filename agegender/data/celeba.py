@@ -51,6 +51,15 @@ from agegender.errors import DataError, reading
 
 __all__ = ["read_celeba"]
 
+ATTRIBUTES = (  # the 40 attributes of list_attr_celeba.txt, in the file's column order
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
+
 _ATTR_FILE = "list_attr_celeba.txt"
 _PARTITION_FILE = "list_eval_partition.txt"
 _IDENTITY_FILE = "identity_CelebA.txt"

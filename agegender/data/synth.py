@@ -75,6 +75,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from agegender.data.celeba import ATTRIBUTES as CELEBA_ATTRIBUTES  # the real file's 40 columns
 from agegender.data.samples import ADIENCE_AGE_GROUPS, GENDERS, RACES
 from agegender.errors import DataError
 
@@ -102,14 +103,6 @@ _IRIS = ((60, 40, 25), (40, 28, 20), (70, 110, 160), (80, 120, 80), (110, 90, 60
 _GREY = np.array((208, 208, 212), float)
 _CLIP_TINTS = ((1, 0.3, 0.5), (0.4, 0.6, 1), (1, 0.85, 0.2))
 
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
-    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
-    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
-    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
-    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
-)
 _CELEBA_PRIOR = {
     "Arched_Eyebrows": 0.27, "Attractive": 0.51, "Big_Lips": 0.24, "Big_Nose": 0.23, "Blurry": 0.05,
     "Bushy_Eyebrows": 0.14, "Chubby": 0.06, "Double_Chin": 0.05, "High_Cheekbones": 0.45,

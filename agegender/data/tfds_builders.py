@@ -29,7 +29,7 @@ Protocol of every builder:
 2. The dataset's reader (``read_utkface``, ``read_adience``, ``read_celeba`` with all 40
    attributes, ``read_imdb_wiki``, each with its default options) reads the labels, so every
    rule of the readers holds: malformed names, NaN labels, HTML label files are skipped or
-   rejected exactly as there. :func:`agegender.data.pipeline.check_images` then skips images
+   rejected exactly as there. :func:`agegender.data.images.check_images` then skips images
    that are missing, empty, HTML pages, truncated or decompression bombs; a file listed twice
    keeps its first row.
 3. Every skipped item is written to ``skipped.json`` in the prepared folder
@@ -165,7 +165,7 @@ class _FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         from agegender.data.audit import read_dataset
-        from agegender.data.pipeline import check_images
+        from agegender.data.images import check_images
 
         root = self._manual_root(dl_manager)
         samples = read_dataset(self.SOURCE, root, **self._reader_options())
@@ -303,24 +303,24 @@ exceeded, it serves an HTML page instead: the reader rejects it; download again 
     EXTRAS = {"partition": ("text", "official partition: train, val, test or '' when unlisted")}
 
     def _reader_options(self) -> dict:
-        from agegender.data.synth import CELEBA_ATTRIBUTES
+        from agegender.data.celeba import ATTRIBUTES as CELEBA_ATTRIBUTES
 
         return {"attributes": CELEBA_ATTRIBUTES}
 
     def _extra_features(self) -> dict:
-        from agegender.data.synth import CELEBA_ATTRIBUTES
+        from agegender.data.celeba import ATTRIBUTES as CELEBA_ATTRIBUTES
 
         return {**super()._extra_features(), "attributes": tfds.features.FeaturesDict(
             {a: tfds.features.Scalar(np.int64, doc="1 present, 0 absent") for a in CELEBA_ATTRIBUTES})}
 
     def _extras(self, row) -> dict:
-        from agegender.data.synth import CELEBA_ATTRIBUTES
+        from agegender.data.celeba import ATTRIBUTES as CELEBA_ATTRIBUTES
 
         return {**super()._extras(row), "attributes": {a: int(row[a]) for a in CELEBA_ATTRIBUTES}}
 
     @classmethod
     def columns(cls, batch: dict) -> dict:
-        from agegender.data.synth import CELEBA_ATTRIBUTES
+        from agegender.data.celeba import ATTRIBUTES as CELEBA_ATTRIBUTES
 
         return {**super().columns(batch), **{a: batch["attributes"][a].astype("int64") for a in CELEBA_ATTRIBUTES}}
 
