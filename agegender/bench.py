@@ -301,39 +301,33 @@ def mode_policy(mode: str) -> tuple[str, bool]:
     return policy, xla == "xla"
 
 
+# the benchmark's short names -> (registered model, arguments, default input side); agegender.models.registry
+_TRAIN_ENTRIES = {
+    "levi_multitask": ("jorgensen/levi_multitask", {}, 227),
+    "dual_cnn": ("speziali/dual_cnn", {}, 128),
+    "xception_transfer": ("jorgensen/xception_transfer", {"weights": None}, 227),
+    "efficientnet_b4": ("gu_yang/efficientnet_b4", {"weights": None, "n_groups": 10, "tasks": ("age",)}, 224),
+}
+
+
 def _train_model(name: str, size: int | None):
-    """A model of the suite, compiled loss dict and input size for the training benchmark."""
-    if name == "levi_multitask":
-        from agegender.models.levi_hassner import build_levi_hassner
+    """A registered model of the suite, its loss dict and input size, and the label shape of each output (an int:
+    that many classes; a tuple: a float array), all read off its declared heads (:mod:`agegender.heads`)."""
+    if name not in _TRAIN_ENTRIES:
+        raise ValueError(f"unknown model {name!r}; choose among {', '.join(TRAIN_MODELS)}")
+    from agegender.heads import gu_yang_groups
+    from agegender.models.registry import create_model, model_entry
 
-        size = size or 227
-        model = build_levi_hassner("multitask", "reduced", input_shape=(size, size, 3))
-        return model, {"gender": "binary_crossentropy", "age": "sparse_categorical_crossentropy"}, size, \
-            {"gender": (1,), "age": 8}
-    if name == "dual_cnn":
-        from agegender.models.dual_cnn import build_dual_cnn
-
-        size = size or 128
-        return build_dual_cnn("dual", input_size=size), {"gender": "sparse_categorical_crossentropy", "age": "mse"}, \
-            size, {"gender": 2, "age": (1,)}
-    if name == "xception_transfer":
-        from agegender.models.xception_transfer import build_xception_multitask
-
-        size = size or 227
-        return build_xception_multitask((size, size, 3), weights=None), \
-            {"gender": "binary_crossentropy", "age": "sparse_categorical_crossentropy"}, size, \
-            {"gender": (1,), "age": 8}
-    if name == "efficientnet_b4":
-        import keras
-
-        size = size or 224
-        base = keras.applications.EfficientNetB4(include_top=False, weights=None, input_shape=(size, size, 3),
-                                                 pooling="avg")
-        x = base.output
-        outputs = {"age": keras.layers.Dense(10, activation="softmax", dtype="float32", name="age")(x)}
-        return keras.Model(base.input, outputs, name="efficientnet_b4_groups"), \
-            {"age": "sparse_categorical_crossentropy"}, size, {"age": 10}
-    raise ValueError(f"unknown model {name!r}; choose among {', '.join(TRAIN_MODELS)}")
+    registered, options, default = _TRAIN_ENTRIES[name]
+    size = size or default
+    shape = {"input_shape": (size, size, 3)} if registered.startswith("jorgensen/") else {"input_size": size}
+    model = create_model(registered, **options, **shape)
+    heads = dict(model_entry(registered).heads)
+    if "n_groups" in options:  # the age head of the groups asked for
+        heads = {"age": gu_yang_groups(options["n_groups"])}
+    heads = {task: spec for task, spec in heads.items() if task in model.output_names}
+    return model, {task: spec.loss for task, spec in heads.items()}, size, \
+        {task: spec.units if spec.encoding == "sparse" else (spec.units,) for task, spec in heads.items()}
 
 
 def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None = None,

@@ -64,6 +64,7 @@ import keras
 from keras import ops
 
 from agegender.errors import DataError
+from agegender.models.registry import family_lookup, register_backbone
 from agegender.models.transformer import DEFAULTS as TRANSFORMER_DEFAULTS
 from agegender.models.transformer import TransformerEncoder
 
@@ -157,14 +158,16 @@ BACKBONES: dict[str, BackboneSpec] = {
                                 "mobilenet_1_0_224_tf_no_top.h5", "mobilenet", encoder=True, small=64),
 }
 del A
+for _name, _spec in BACKBONES.items():  # the one registry: keras/<name> (agegender.models.registry)
+    register_backbone("keras", _name, _spec, _spec.label)
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    """The registered backbone ``name``; :class:`UnknownBackboneError` listing the known names otherwise."""
-    try:
-        return BACKBONES[name]
-    except (KeyError, TypeError):
-        raise UnknownBackboneError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}") from None
+    """The registered backbone ``keras/<name>``; :class:`UnknownBackboneError` listing the known names otherwise."""
+    spec = family_lookup("keras", name) if isinstance(name, str) else None
+    if spec is None:
+        raise UnknownBackboneError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}")
+    return spec
 
 
 def backbone_preprocessing(name: str, **kwargs) -> PixelPreprocess:

@@ -16,13 +16,14 @@ block3   3x3     256      no          2x2, stride 2                16x16x256
 block4   3x3     512      no          2x2, stride 2                8x8x512
 =======  ======  =======  ==========  ===========================  ============
 
-Decisions (NOTES.md, "Speziali (000)", and the paper's own words):
+Decisions (reproductions/utkface_dual_cnn/README.md, and the paper's own words):
 
 * **Same padding, stride 1** for every convolution. The paper says "a padding of 2 to
   preserve spatial dimensions" with a 3x3 kernel, which does not preserve them (it adds 2
   pixels); "same" is what "preserve" asks for.
 * **Kernels 3, 5, 3, 3**: the paper names only the second as 5x5 ("the number of filters in
-  the second convolutional layer (5 instead of 3)" is read as the kernel size, NOTES.md).
+  the second convolutional layer (5 instead of 3)" is read as the kernel size,
+  reproductions/utkface_dual_cnn/README.md).
   Filters 64, doubled per block: 64, 128, 256, 512.
 * **Batch norm after the first convolution only** ("This is the only occurrence of batch
   normalization in the network"), although the block diagram writes BATCHNORM in every block.
@@ -30,7 +31,7 @@ Decisions (NOTES.md, "Speziali (000)", and the paper's own words):
   2 ... the size of the produced map is halved"), so 128 -> 8; then **Flatten** ("The output of
   the last pooling layer is flattened"): 8*8*512 = 32,768 features. No global pooling.
 * **Branch: Dense(128) -> Dropout(0.25) -> ReLU -> output**, the text's order (the figure's
-  "FC -> BATCHNORM -> RELU -> FC" is contradicted by the text and NOTES.md).
+  "FC -> BATCHNORM -> RELU -> FC" is contradicted by the text and reproductions/utkface_dual_cnn/README.md).
 * Outputs: ``gender`` = Dense(2, softmax) (two classes, cross-entropy), ``age`` = Dense(1,
   linear) regression on years (MSE; the trainer applies lambda_age = 0.01). Both compute in
   float32 under mixed precision. Outputs are a dict keyed by task.
@@ -57,10 +58,13 @@ from __future__ import annotations
 
 import keras
 
+from agegender.heads import TASKS
+from agegender.models.registry import register_model
+
 _VARIANTS = {"age": ("age",), "gender": ("gender",), "dual": ("gender", "age")}
-_KERNELS = (3, 5, 3, 3)  # NOTES.md: only the second is named 5x5 in the text
+_KERNELS = (3, 5, 3, 3)  # reproductions/utkface_dual_cnn/README.md: only the second is named 5x5 in the text
 _FILTERS = (64, 128, 256, 512)  # "64 filters", "doubled in each subsequent convolutional layer"
-_OUTPUTS = {"gender": (2, "softmax"), "age": (1, "linear")}  # 2-neuron softmax; 1 linear neuron
+_OUTPUTS = {task: TASKS[f"speziali/{task}"] for task in ("gender", "age")}  # 2-neuron softmax; 1 linear neuron
 
 
 def build_dual_cnn(variant: str = "dual", input_size: int = 128, dropout: float = 0.25,
@@ -91,7 +95,7 @@ def build_dual_cnn(variant: str = "dual", input_size: int = 128, dropout: float 
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)  # ToTensor-like [0, 1]
     for block, (n_filters, kernel) in enumerate(zip(_FILTERS, _KERNELS), start=1):
-        # stride 1, "same" padding (NOTES.md: "padding of 2 ... preserve" read as same)
+        # stride 1, "same" padding (reproductions/utkface_dual_cnn/README.md: "padding of 2 ... preserve" read as same)
         x = keras.layers.Conv2D(n_filters, kernel, strides=1, padding="same", name=f"block{block}_conv")(x)
         if block == 1:  # "the only occurrence of batch normalization in the network"
             x = keras.layers.BatchNormalization(name="block1_bn")(x)
@@ -104,6 +108,12 @@ def build_dual_cnn(variant: str = "dual", input_size: int = 128, dropout: float 
         h = keras.layers.Dense(128, name=f"{head}_fc")(features)  # "128 neurons"
         h = keras.layers.Dropout(dropout, name=f"{head}_dropout")(h)  # "dropout layer (set at 0.25)"
         h = keras.layers.ReLU(name=f"{head}_relu")(h)
-        n_out, activation = _OUTPUTS[head]
-        outputs[head] = keras.layers.Dense(n_out, activation=activation, dtype="float32", name=head)(h)
+        outputs[head] = _OUTPUTS[head].layer(name=head)(h)  # the declared head (agegender.heads)
     return keras.Model(inputs, outputs, name=name or f"speziali_{variant}")
+
+
+for _variant, _tasks in _VARIANTS.items():  # speziali/dual_cnn, speziali/age_cnn, speziali/gender_cnn
+    register_model(f"speziali/{_variant}_cnn", build_dual_cnn, heads={t: _OUTPUTS[t] for t in _tasks},
+                   defaults={"variant": _variant}, small={"input_size": 32},
+                   description=f"Speziali's {_variant} CNN (Sec. III-B): four convolutions, {' and '.join(_tasks)} "
+                               "branch(es)")

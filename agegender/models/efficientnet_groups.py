@@ -1,6 +1,6 @@
 """Gu & Yang's multi-task age-group model: a shared EfficientNet block with age, gender and race heads.
 
-Paper 002 (``../shared/papers/002_c95946df6a3a37d2.txt``), Sec. 2.2-2.3 and Fig. 1: the face
+Paper 002 (Gu & Yang; ``reproductions/efficientnet_age_groups/README.md``), Sec. 2.2-2.3 and Fig. 1: the face
 image goes through a shared CNN block (EfficientNet-B4 ... B7, Tan & Le 2019) and then into one
 fully connected branch per task, each with its own loss; the losses are summed (the loss and
 its per-sample masking live in the reproduction, ``reproductions.efficientnet_age_groups``).
@@ -38,6 +38,7 @@ import os
 from pathlib import Path
 
 from agegender.errors import DataError
+from agegender.models.registry import family_lookup, register_backbone, register_model
 
 __all__ = ["BACKBONES", "Backbone", "TASK_CLASSES", "GROUP_COUNTS", "get_backbone", "resolve_weights",
            "build_efficientnet_groups", "add_heads"]
@@ -72,16 +73,21 @@ BACKBONES: dict[str, Backbone] = {
     "b7": Backbone("b7", "EfficientNet-B7", "EfficientNetB7", 600, 0.5),
 }
 GROUP_COUNTS = (3, 5, 10)  # Sec. 2.1: three settings of age groups
-TASK_CLASSES = {"gender": 2, "race": 5}  # Sec. 2.1: male/female; white, black, asian, indian, others
+TASK_CLASSES = {"gender": 2, "race": 5}  # Sec. 2.1: male/female; white, black, asian, indian, others (the heads')
 MIN_INPUT = 32  # keras.applications' smallest input for EfficientNet without its top
 
 
+for _key, _backbone in BACKBONES.items():  # the one registry: efficientnet/<key> (agegender.models.registry)
+    register_backbone("efficientnet", _key, _backbone, _backbone.label)
+
+
 def get_backbone(name: str) -> Backbone:
-    """The registry entry for ``b4`` ... ``b7`` (also accepts ``B4`` and ``EfficientNet-B4``)."""
+    """The registry entry ``efficientnet/<key>`` for ``b4`` ... ``b7`` (also accepts ``B4`` and ``EfficientNet-B4``)."""
     key = str(name).strip().lower().replace("efficientnet-", "").replace("efficientnet", "")
-    if key not in BACKBONES:
+    spec = family_lookup("efficientnet", key)
+    if spec is None:
         raise ValueError(f"unknown EfficientNet backbone {name!r}; known: {', '.join(BACKBONES)}")
-    return BACKBONES[key]
+    return spec
 
 
 def resolve_weights(backbone: str | Backbone, weights):
@@ -187,11 +193,13 @@ def add_heads(inputs, features, n_groups: int, tasks, *, dropout: float, name: s
         raise ValueError(f"n_groups must be one of {GROUP_COUNTS}, got {n_groups!r}")
     tasks = tuple(t for t in ("age", "gender", "race") if t in tuple(tasks))
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    from agegender.heads import TASKS, gu_yang_groups
+
     outputs = {}
     for task in tasks:
-        units = n_groups if task == "age" else TASK_CLASSES[task]
+        spec = gu_yang_groups(n_groups) if task == "age" else TASKS[f"gu_yang/{task}"]  # the declared heads
         h = keras.layers.Dropout(dropout, name=f"{task}_dropout")(pooled)
-        outputs[task] = keras.layers.Dense(units, activation="softmax", dtype="float32", name=task)(h)
+        outputs[task] = spec.layer(name=task)(h)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -269,3 +277,16 @@ def _check_imagenet_stem(model, bb: Backbone) -> None:
         raise RuntimeError(f"{bb.label} from a weights file: expected Keras's ImageNet stem (Rescaling, "
                            f"Normalization, Rescaling) but the build starts with {kinds} (Keras {keras.__version__}); "
                            "the offline-weights route of agegender.models.efficientnet_groups needs updating")
+
+
+def _registered_heads() -> dict:
+    from agegender.heads import TASKS, gu_yang_groups
+
+    return {"age": gu_yang_groups(3), "gender": TASKS["gu_yang/gender"], "race": TASKS["gu_yang/race"]}
+
+
+for _key, _backbone in BACKBONES.items():  # gu_yang/efficientnet_b4 ... gu_yang/efficientnet_b7 (3 groups, 3 tasks)
+    register_model(f"gu_yang/efficientnet_{_key}", build_efficientnet_groups, heads=_registered_heads(),
+                   defaults={"backbone": _key, "n_groups": 3, "tasks": ("age", "gender", "race")},
+                   small={"input_size": 32, "weights": None}, heavy=True,
+                   description=f"Gu & Yang's shared {_backbone.label} with age-group, gender and race heads")

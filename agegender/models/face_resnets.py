@@ -87,6 +87,7 @@ import numpy as np
 from keras import layers, ops
 
 from agegender.errors import DataError
+from agegender.models.registry import family_lookup, register_backbone
 
 VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)  # VGGFace2 models (ox-vgg/vgg_face2), BGR order
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.resnet50.preprocess_input ("caffe")
@@ -385,10 +386,15 @@ THESIS_ONLY = {"lightcnn": ("LightCNN", "Tables 4.6 / 4.11"), "sphereface": ("Sp
                "inception_resnet": ("Inception-ResNet (FaceNet)", "Tables 4.8 / 4.13")}
 
 
+for _key, _spec in BACKBONES.items():  # the one registry: face/<key> (agegender.models.registry)
+    register_backbone("face", _key, _spec, _spec.label)
+
+
 def get_backbone(key: str) -> BackboneSpec:
-    """The registry entry ``key``; a ValueError naming the choices for anything else."""
-    if key in BACKBONES:
-        return BACKBONES[key]
+    """The registry entry ``face/<key>``; a ValueError naming the choices for anything else."""
+    spec = family_lookup("face", key) if isinstance(key, str) else None
+    if spec is not None:
+        return spec
     if key in THESIS_ONLY:
         label, tables = THESIS_ONLY[key]
         raise ValueError(f"backbone {key!r} ({label}, thesis {tables}) is not built here: Keras has no "

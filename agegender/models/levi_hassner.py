@@ -14,7 +14,7 @@ Architecture (``width="reduced"``, Table 1; ``"full"`` has 4x the filters and un
     flatten (55,296) -> per task: Dense 128 (512) ReLU, Dropout 0.5, Dense 128 (512) ReLU,
     Dropout 0.5 -> gender Dense(1, sigmoid) / age Dense(8, softmax)
 
-Decisions (NOTES.md, "Checked facts"):
+Decisions (reproductions/README.md, "Checked facts"):
 
 * **conv1 stride 1 at both widths.** Table 1 gives stride 1x1 and 227 -> 221 for the reduced
   model, and the full-size baseline count in Section 3.1 (115,023,873) is also only reached with
@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import keras
 
+from agegender.heads import TASKS
+from agegender.models.registry import register_model
 from agegender.models.lrn import LocalResponseNormalization
 
 _TASKS = ("gender", "age", "multitask")
@@ -56,7 +58,7 @@ _TASKS = ("gender", "age", "multitask")
 # hidden neurons").
 _WIDTHS = {"full": (96, 256, 384, 512), "reduced": (24, 64, 96, 128)}
 _KERNELS = (7, 5, 3)  # Table 1: 7x7, 5x5, 3x3
-_OUTPUTS = {"gender": (1, "sigmoid"), "age": (8, "softmax")}  # Table 1 output; 8 Adience age groups
+_OUTPUTS = {task: TASKS[f"jorgensen/{task}"] for task in ("gender", "age")}  # Table 1: 1 sigmoid; 8 Adience groups
 
 
 def build_levi_hassner(task: str = "multitask", width: str = "reduced", input_shape=(227, 227, 3),
@@ -90,12 +92,12 @@ def build_levi_hassner(task: str = "multitask", width: str = "reduced", input_sh
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)  # Table 1 "Rescaling"
     for block, (n_filters, kernel) in enumerate(zip(filters, _KERNELS), start=1):
-        # stride 1, valid padding: Table 1 (and NOTES.md for the full-size count)
+        # stride 1, valid padding: Table 1 (and reproductions/README.md for the full-size count)
         x = keras.layers.Conv2D(n_filters, kernel, strides=1, padding="valid", activation="relu",
                                 name=f"block{block}_conv")(x)
-        # 3x3 / 2 (NOTES.md: Table 1's "1x1" cannot give 221 -> 110)
+        # 3x3 / 2 (reproductions/README.md: Table 1's "1x1" cannot give 221 -> 110)
         x = keras.layers.MaxPooling2D(pool_size=3, strides=2, padding="valid", name=f"block{block}_pool")(x)
-        # Levi & Hassner LRN settings (NOTES.md): size 5, alpha 1e-4, beta 0.75
+        # Levi & Hassner LRN settings (reproductions/README.md): size 5, alpha 1e-4, beta 0.75
         x = LocalResponseNormalization(size=5, alpha=1e-4, beta=0.75, bias=1.0, name=f"block{block}_lrn")(x)
     features = keras.layers.Flatten(name="flatten")(x)
 
@@ -106,7 +108,16 @@ def build_levi_hassner(task: str = "multitask", width: str = "reduced", input_sh
         for i in (1, 2):
             h = keras.layers.Dense(units, activation="relu", name=f"{head}_fc{i}")(h)
             h = keras.layers.Dropout(dropout, name=f"{head}_dropout{i}")(h)
-        n_out, activation = _OUTPUTS[head]
-        # float32 output so that losses see float32 probabilities under mixed precision
-        outputs[head] = keras.layers.Dense(n_out, activation=activation, dtype="float32", name=head)(h)
+        # the declared head (agegender.heads), float32 so that losses see float32 under mixed precision
+        outputs[head] = _OUTPUTS[head].layer(name=head)(h)
     return keras.Model(inputs, outputs, name=name or f"levi_hassner_{width}_{task}")
+
+
+for _task in _TASKS:  # jorgensen/levi_gender, jorgensen/levi_age, jorgensen/levi_multitask (the reduced model)
+    register_model(f"jorgensen/levi_{_task}", build_levi_hassner,
+                   heads={t: _OUTPUTS[t] for t in (("gender", "age") if _task == "multitask" else (_task,))},
+                   defaults={"task": _task, "width": "reduced"}, small={"input_shape": (64, 64, 3)},
+                   description=f"Jørgensen's reduced Levi & Hassner CNN (Table 1), {_task}")
+register_model("jorgensen/levi_hassner_full", build_levi_hassner, heads=dict(_OUTPUTS),
+               defaults={"task": "multitask", "width": "full"}, small={"input_shape": (64, 64, 3)},
+               description="Levi & Hassner's full-size multi-task CNN (the baseline count of Jørgensen Sec. 3.1)")

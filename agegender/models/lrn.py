@@ -1,7 +1,7 @@
 """Local response normalisation across channels, as used by Levi & Hassner (2015).
 
 Jørgensen et al. (paper 001, Table 1) place a "Local Response" normalisation layer after each
-max-pooling layer of the reduced Levi & Hassner network, without giving its settings; NOTES.md
+max-pooling layer of the reduced Levi & Hassner network, without giving its settings; reproductions/README.md
 fixes them to Levi & Hassner's: size 5 (depth radius 2), alpha 1e-4, beta 0.75, bias (k) 1.0.
 
 Alpha convention. Levi & Hassner trained in Caffe, whose LRN layer computes::

@@ -12,7 +12,8 @@ Thesis Sec. 3.2 (Figure 3.2, missing from the text) and Sec. 4.4.1:
   "the last fully connected layer for age is 128x2" on CelebA, so the last hidden task layer has
   128 units).
 
-The layer sizes are only in the missing figure (NOTES.md: "choose them and document them"):
+The layer sizes are only in the missing figure (reproductions/mtl_weighted_loss/README.md: "choose them and
+document them"):
 
 ==================  =====================================================================
 shared              ``shared_fc1`` Dense(512) -> ``shared_act1`` LeakyReLU -> ``shared_bn1``
@@ -41,7 +42,9 @@ from typing import Mapping, Sequence
 import keras
 from keras import layers
 
+from agegender import heads
 from agegender.models.loss_weighting import LossWeighting, MultiTaskLossModel
+from agegender.models.registry import register_model
 
 METHODS = ("baseline", "single", "mtl")
 
@@ -59,12 +62,19 @@ class TaskSpec:
         return self.loss == "half_mse"
 
 
+def _from_head(name: str, classes: tuple[str, ...] = ()) -> TaskSpec:
+    """The MTL loss of a declared head (:mod:`agegender.heads`): half MSE for a regression, sparse CE else;
+    ``classes`` are the names the thesis's tables print."""
+    head = heads.task(name)
+    return TaskSpec(head.units, "half_mse" if head.regression else "sparse_ce", classes)
+
+
 TASKS = {
-    "utkface": {"gender": TaskSpec(2, "sparse_ce", ("Male", "Female")),
-                "race": TaskSpec(5, "sparse_ce", ("White", "Black", "Asian", "Indian", "Others")),
-                "age": TaskSpec(1, "half_mse")},
-    "celeba": {"gender": TaskSpec(2, "sparse_ce", ("Male", "Female")),
-               "age": TaskSpec(2, "sparse_ce", ("Young", "Old"))},
+    "utkface": {"gender": _from_head("sundriyal/utkface/gender", ("Male", "Female")),
+                "race": _from_head("sundriyal/utkface/race", ("White", "Black", "Asian", "Indian", "Others")),
+                "age": _from_head("sundriyal/utkface/age")},
+    "celeba": {"gender": _from_head("sundriyal/celeba/gender", ("Male", "Female")),
+               "age": _from_head("sundriyal/celeba/age", ("Young", "Old"))},
 }
 
 
@@ -151,3 +161,22 @@ def build_model(backbone: keras.Model, tasks: Mapping[str, TaskSpec], method: st
     mode = "learned" if (method == "mtl" and loss == "weighted") else "average"
     weighting = LossWeighting(names, mode=mode, lam=lam, seed=seed, init_stddev=init_stddev, name="loss_weighting")
     return MultiTaskLossModel(network, {t: tasks[t].loss for t in names}, weighting, name=f"{network.name}_model")
+
+
+def build_thesis_model(backbone: str = "senet50_128", dataset: str = "utkface", method: str = "mtl", *,
+                       weights: str | None = "none", input_size: int | None = None, smoke: bool = False,
+                       loss: str = "weighted", lam: float = 0.1, seed: int | None = None) -> MultiTaskLossModel:
+    """Sundriyal's network on a thesis backbone (:func:`agegender.models.face_resnets.choose_backbone`; default
+    random weights) for ``dataset``'s tasks; ``method`` ``baseline`` / ``single`` take the first task."""
+    from agegender.models.face_resnets import build_backbone, choose_backbone
+
+    choice = choose_backbone(backbone, weights, substitute_weights=None, smoke=smoke)
+    network, _ = build_backbone(choice, input_size)
+    tasks = TASKS[dataset] if method == "mtl" else dict([next(iter(TASKS[dataset].items()))])
+    return build_model(network, tasks, method, loss=loss, lam=lam, seed=seed)
+
+
+for _backbone in ("senet50_128", "resnet50"):  # sundriyal/mtl_senet50_128, sundriyal/mtl_resnet50 (UTKFace tasks)
+    register_model(f"sundriyal/mtl_{_backbone}", build_thesis_model, heads=heads.tasks("sundriyal/utkface"),
+                   defaults={"backbone": _backbone, "dataset": "utkface", "method": "mtl"}, small={"input_size": 32},
+                   heavy=True, description=f"Sundriyal's MTL network (Sec. 3.2-3.5) on {_backbone}, UTKFace tasks")

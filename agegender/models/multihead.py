@@ -1,13 +1,13 @@
 """Dey & Aggarwal's multi-task model: backbone -> global max pooling -> age, ethnicity and gender heads.
 
-Paper 003, Sec. 3.4-3.5 and Fig. 1 ("Proposed Model"); NOTES.md, "Dey". Layers, in order
+Paper 003, Sec. 3.4-3.5 and Fig. 1 ("Proposed Model"); reproductions/utkface_xception/README.md. Layers, in order
 (every one named):
 
 * ``image``: RGB pixels in [0, 255];
 * ``preprocess`` (:class:`~agegender.models.backbones.PixelPreprocess`): ``preprocess="paper"``
   divides by 255 (Sec. 3.2: "normalized by dividing each pixel value by 255"),
   ``preprocess="backbone"`` applies the backbone's own ``keras.applications`` ``preprocess_input``
-  (NOTES.md: offered as an ablation, since the ImageNet backbones expect it);
+  (reproductions/utkface_xception/README.md: offered as an ablation, since the ImageNet backbones expect it);
 * the backbone, a nested ``keras.Model`` named as in :data:`~agegender.models.backbones.BACKBONES`,
   whole and trainable (Sec. 3.4);
 * ``global_max_pooling`` (Sec. 3.4: "A global max pooling layer is added after the base model"),
@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import keras
 
-from agegender.models.backbones import PixelPreprocess, build_backbone, get_backbone
+from agegender import heads
+from agegender.models.backbones import BACKBONES, PixelPreprocess, build_backbone, get_backbone
+from agegender.models.registry import register_model
 
 __all__ = ["HEADS", "PREPROCESS", "build_multihead"]
 
-HEADS = {"age": (1, "sigmoid"), "ethnicity": (5, "softmax"), "gender": (2, "softmax")}  # Sec. 3.5
+HEADS = heads.tasks("dey_aggarwal")  # Sec. 3.5: age 1 sigmoid, ethnicity 5 softmax, gender 2 softmax
 PREPROCESS = ("paper", "backbone")
 
 
@@ -68,9 +70,16 @@ def build_multihead(backbone: str = "xception", *, input_size: int = 224, weight
     pool = keras.layers.GlobalMaxPooling2D if len(features.shape) == 4 else keras.layers.GlobalMaxPooling1D
     pooled = pool(name="global_max_pooling")(features)
     outputs = {}
-    for task, (n_out, activation) in HEADS.items():
+    for task, head in HEADS.items():  # the age head's layer is the same for any max_age (it scales the target)
         h = pooled
         for i in (1, 2):
             h = keras.layers.Dense(units, activation="relu", name=f"{task}_dense_{i}")(h)
-        outputs[task] = keras.layers.Dense(n_out, activation=activation, dtype="float32", name=task)(h)
+        outputs[task] = head.layer(name=task)(h)  # the declared head (agegender.heads)
     return keras.Model(inputs, outputs, name=name or f"dey_{spec.name}")
+
+
+for _name, _spec in BACKBONES.items():  # dey_aggarwal/vgg19 ... dey_aggarwal/transformer
+    register_model(f"dey_aggarwal/{_name}", build_multihead, heads=HEADS, defaults={"backbone": _name},
+                   small={"input_size": _spec.small_size, "weights": None},
+                   heavy=_name in ("inception_v3", "xception", "vgg19"),
+                   description=f"Dey & Aggarwal's three-head model on {_spec.label} (Sec. 3.4-3.5)")

@@ -1,9 +1,9 @@
 """Transformer encoder on a CNN feature map (Dey & Aggarwal, Section 3.4.6), as serializable layers.
 
-Paper 003 (``../shared/papers/003_5bef84f3e3da6d65.txt``), Sec. 3.4.6: "we defined two classes,
+Paper 003 (Dey & Aggarwal; ``reproductions/utkface_xception/README.md``), Sec. 3.4.6: "we defined two classes,
 first class had the self-attention and feed forward layers and in the second class we had the
 encoder. We used MobileNet as the base model before using transformer. So, the input was passed
-to MobileNet and the output of the MobileNet was passed to transformer." NOTES.md ("Dey"):
+to MobileNet and the output of the MobileNet was passed to transformer." reproductions/utkface_xception/README.md:
 MobileNet feature map -> tokens -> encoder blocks (self-attention + feed-forward) -> global max
 pooling -> heads.
 

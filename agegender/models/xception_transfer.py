@@ -6,7 +6,7 @@ layer" of the multi-task model (Section 3.2); the last 10 layers of Xception sta
 the rest are frozen; the two branches are those of the reduced model (Table 1):
 Dense(128)-ReLU-Dropout-Dense(128)-ReLU-Dropout-output, gender 1 sigmoid, age 8 softmax.
 
-Decisions (NOTES.md, "Checked facts"):
+Decisions (reproductions/README.md, "Checked facts"):
 
 * **227x227 input, not 299x299.** The text says a preprocessing layer resizes to 299x299, but
   Table 2's counts are reached only with ``Xception(include_top=False)`` on 227x227 (output
@@ -31,8 +31,10 @@ import os
 import keras
 
 from agegender.errors import DataError
+from agegender.heads import TASKS
+from agegender.models.registry import register_model
 
-_OUTPUTS = {"gender": (1, "sigmoid"), "age": (8, "softmax")}  # as the reduced model, Table 1
+_OUTPUTS = {task: TASKS[f"jorgensen/{task}"] for task in ("gender", "age")}  # as the reduced model, Table 1
 _UNITS = 128  # Section 3.3: branches "identical to the ones described in the multi-task section"
 
 
@@ -41,7 +43,7 @@ def build_xception_multitask(input_shape=(227, 227, 3), weights="imagenet", trai
     """Build Jørgensen et al.'s multi-task Xception transfer model.
 
     Args:
-        input_shape: ``(height, width, 3)``; 227x227 reproduces Table 2 (NOTES.md). At least 71x71.
+        input_shape: ``(height, width, 3)``; 227x227 reproduces Table 2 (reproductions/README.md). At least 71x71.
         weights: passed to ``keras.applications.Xception``: ``"imagenet"`` (Keras downloads
             ``xception_weights_tf_dim_ordering_tf_kernels_notop.h5``, ~80 MB, into
             ``~/.keras/models`` on first use; it needs network access, so tests use ``None``),
@@ -87,7 +89,11 @@ def build_xception_multitask(input_shape=(227, 227, 3), weights="imagenet", trai
         for i in (1, 2):
             h = keras.layers.Dense(_UNITS, activation="relu", name=f"{head}_fc{i}")(h)
             h = keras.layers.Dropout(dropout, name=f"{head}_dropout{i}")(h)
-        n_out, activation = _OUTPUTS[head]
-        # float32 output so that losses see float32 probabilities under mixed precision
-        outputs[head] = keras.layers.Dense(n_out, activation=activation, dtype="float32", name=head)(h)
+        # the declared head (agegender.heads), float32 so that losses see float32 under mixed precision
+        outputs[head] = _OUTPUTS[head].layer(name=head)(h)
     return keras.Model(inputs, outputs, name=name)
+
+
+register_model("jorgensen/xception_transfer", build_xception_multitask, heads=dict(_OUTPUTS),
+               small={"input_shape": (71, 71, 3), "weights": None}, heavy=True,
+               description="Jørgensen's multi-task Xception transfer model (Sec. 3.3)")

@@ -19,11 +19,11 @@ from reproductions.adience_levi.config import (REPRODUCTION, PAPER, RESULTS, SMO
     XCEPTION_NOTOP, XCEPTION_URL, Experiment, EXPERIMENTS, MODELS, smoke)  # noqa: E402,F401
 from reproductions.adience_levi.paper import (build_model, model_facts, _cell,
     check_transfer_weights, load_adience, fold_split, relative, _join, _concat,
-    _hold_out_users, _levi_split, TARGET_KINDS, CENTRE_NOTE, OVERSAMPLED_NOTE, LOSSES,
+    _hold_out_users, _levi_split, _head, TARGET_KINDS, CENTRE_NOTE, OVERSAMPLED_NOTE, LOSSES,
     split_tasks, table3_row, deviations, portable_config, record_deviations, preprocessing,
     make_datasets, compile_model)  # noqa: E402,F401
 from reproductions.adience_levi.figures import (_fold_figure)  # noqa: E402,F401
-from reproductions.adience_levi.reproduction import (JORGENSEN, Jorgensen, _folds, parse_args,
-    experiments_from_args, main, run, run_fold, evaluate_fold, write_fold_summary,
+from reproductions.adience_levi.reproduction import (_folds, Jorgensen, JORGENSEN, parse_args,
+    experiments_from_args, main, run, _execute, run_fold, evaluate_fold, write_fold_summary,
     write_model_build_record, _print_summary)  # noqa: E402,F401
 import dataclasses  # noqa: E402,F401

@@ -222,13 +222,21 @@ def _levi_split(exp: Experiment, fold: int, levi_splits, data_dir):
 
 # ----------------------------------------------------------------------------- training
 
-TARGET_KINDS = {"gender": ("gender", "binary"), "age": ("age_group", "sparse")}
+def _head(task: str):
+    """The declared head of ``task`` (:mod:`agegender.heads`): gender one sigmoid unit, binary CE; age the
+    8 Adience groups, sparse CE (Table 1, Sec. 3.4)."""
+    from agegender.heads import TASKS
+
+    return TASKS[f"jorgensen/{task}"]
+
+
+TARGET_KINDS = {t: (_head(t).column, _head(t).encoding) for t in ("gender", "age")}  # as the heads declare them
 CENTRE_NOTE = ("test view: the centre 227x227 crop (our choice, the paper names none); Table 3's Baseline* row is "
                "Levi & Hassner's over-sampled (10-crop) result: compare it with 'over-sampled (10 crops)' in "
                "Table 3 (extra)")
 OVERSAMPLED_NOTE = ("centre + 4 corner crops and their mirrors, averaged: Levi & Hassner's over-sampling, the test "
                     "behind Table 3's Baseline* row (like for like with it)")
-LOSSES = {"gender": "binary_crossentropy", "age": "sparse_categorical_crossentropy"}  # Sec. 3.4
+LOSSES = {t: _head(t).keras_loss() for t in ("gender", "age")}  # Sec. 3.4, as the heads declare them
 
 
 def split_tasks(exp: Experiment) -> tuple[str, ...]:
@@ -306,20 +314,19 @@ def record_deviations(exp: Experiment, protocol: str) -> dict:
 
 def preprocessing(exp: Experiment, data_kind: str):
     """How ``python -m agegender predict`` feeds a face to this model: 0-255 pixels, centre crop of ``load_size``."""
-    from agegender.preprocess import Head, Preprocessing, face_preset
+    from agegender.preprocess import Preprocessing, face_preset
 
-    heads = {"gender": Head.gender_sigmoid(), "age": Head.adience_groups()}  # TARGET_KINDS
     return Preprocessing(input_size=exp.image_size, load_size=exp.load_size, pixel_scale=1.0,
-                         face=face_preset(data_kind, "adience"), heads={t: heads[t] for t in exp.tasks})
+                         face=face_preset(data_kind, "adience"), heads={t: _head(t).head() for t in exp.tasks})
 
 
 def make_datasets(exp: Experiment, split, seed: int, bad_files: list) -> tuple:
     """(train, val, test) datasets: random 227 crops of the 256 image for training only (Sec. 3.4); validation
     gets the centre crop, test the whole 256 image (its centre view is the centre crop, its ten views Levi &
     Hassner's over-sampling). Validation and test are never augmented (``training=False``)."""
-    from agegender.data.pipeline import Augment, Target, build_dataset
+    from agegender.data.pipeline import Augment, build_dataset
 
-    targets = {task: Target(*TARGET_KINDS[task]) for task in exp.tasks}
+    targets = {task: _head(task).target() for task in exp.tasks}
     common = dict(batch_size=exp.batch_size, seed=seed, pixel_scale=1.0, report=bad_files)
     train_ds = build_dataset(split.part("train"), targets, image_size=exp.image_size, load_size=exp.load_size,
                              training=True, augment=Augment(flip=exp.flip), **common)
@@ -341,5 +348,5 @@ def compile_model(model, exp: Experiment):
         optimizer=keras.optimizers.Adam(exp.learning_rate, beta_1=exp.beta_1, beta_2=exp.beta_2, epsilon=exp.epsilon),
         loss={task: LOSSES[task] for task in exp.tasks},
         loss_weights={"gender": exp.gamma, "age": 1.0 - exp.gamma} if two else None,  # Eq. 1
-        weighted_metrics={task: ["accuracy"] for task in exp.tasks})
+        weighted_metrics={task: _head(task).keras_metrics() for task in exp.tasks})
     return model

@@ -367,7 +367,8 @@ def write_fold_summary(exp: Experiment, results: list[dict], *, run, data_info: 
                           f"({len(folds)} folds)", results[0]["notes"]])
         cells = [_cell("Table 3", results[0]["row"], f"{task.capitalize()} accuracy std", summary[task][1],
                        "percent", note) for task in exp.tasks]
-        recorder = run.recorder(f"{exp.name}_folds", config={**portable_config(exp), "folds": folds}, seed=exp.seed,
+        recorder = run.recorder(f"{exp.name}_folds", config={**portable_config(exp), "folds": folds,
+                                                             "precision": run.precision}, seed=exp.seed,
                                 data={**data_info, "folds": folds}, new_run_id=f"{run.stamp}-s{exp.seed}",
                                 deviations=results[0].get("deviations", {}))  # a rerun rewrites it
         recorder.finish({"fold_records": [relative(r["record"], run.paths["runs"]) for r in results],

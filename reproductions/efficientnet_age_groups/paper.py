@@ -108,10 +108,9 @@ def make_datasets(frame, spec: ModelSpec, exp: GuYangExperiment, micro_batch: in
     """Train (augmented, shuffled) and validation datasets of ``(image, {task: label}, {task: weight})``."""
     import tensorflow as tf
 
-    from agegender.data.pipeline import Augment, Target, build_dataset
+    from agegender.data.pipeline import Augment, build_dataset
 
-    columns = {"age": AGE_COLUMN, "gender": "gender", "race": "race"}
-    targets = {task: Target(columns[task], "sparse") for task in spec.tasks}
+    targets = {task: head.target() for task, head in heads(spec).items()}  # sparse labels, AGE_COLUMN for age
     out = {}
     for name, training in (("train", True), ("val", False)):
         part = frame[frame["split"] == name].reset_index(drop=True)
@@ -130,6 +129,14 @@ def make_datasets(frame, spec: ModelSpec, exp: GuYangExperiment, micro_batch: in
 
 # ----------------------------------------------------------------------------------------------
 # model
+
+
+def heads(spec: ModelSpec) -> dict:
+    """The declared heads of one model (:mod:`agegender.heads`): the age-group softmax of ``spec.groups``
+    groups (on :data:`AGE_COLUMN`), gender and race softmax; sparse labels."""
+    from agegender.heads import TASKS, gu_yang_groups
+
+    return {task: gu_yang_groups(spec.groups) if task == "age" else TASKS[f"gu_yang/{task}"] for task in spec.tasks}
 
 
 def metric_key(tasks, task: str, metric: str = "accuracy", prefix: str = "") -> str:

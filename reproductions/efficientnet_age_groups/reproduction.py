@@ -23,7 +23,7 @@ from reproductions.efficientnet_age_groups.config import (AGE_COLUMN, DATASETS, 
                                                           plan, smoke)
 from reproductions.efficientnet_age_groups.figures import study_figures
 from reproductions.efficientnet_age_groups.paper import (_cell, build_model, check_weights, data_cells, deviations,
-                                                         distribution, evaluate, load_dataset, make_datasets,
+                                                         distribution, evaluate, heads, load_dataset, make_datasets,
                                                          metric_key, model_cells, model_frame)
 
 
@@ -278,12 +278,11 @@ def collect_study(runs_dir, key: str, sources: dict) -> tuple[list[dict], dict, 
 
 def preprocessing(exp: GuYangExperiment, spec, data_kind: str):
     """How ``python -m agegender predict`` feeds a face to the model: 0-255 pixels (EfficientNet rescales)."""
-    from agegender.preprocess import Head, Preprocessing, face_preset
+    from agegender.preprocess import Preprocessing, face_preset
 
-    heads = {"age": Head.gu_yang_groups(spec.groups), "gender": Head.gender_softmax(), "race": Head.race_softmax()}
     dataset = "utkface" if spec.source == "utkface" else "imdb_wiki"  # multi-source: most faces are IMDB-WIKI's
     return Preprocessing(input_size=exp.input_size, pixel_scale=1.0, face=face_preset(data_kind, dataset),
-                         heads={t: heads[t] for t in spec.tasks})
+                         heads={t: head.head() for t, head in heads(spec).items()})
 
 
 def _execute(run, exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, sources=SOURCES,
@@ -320,7 +319,8 @@ def _execute(run, exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, source
         run.say(f"{LABEL[dataset]}: {info['images_usable']:,} usable of {info['images_read']:,} read "
                 f"({info['kind']}); split {info['counts']}")
         described = {**{k: v for k, v in info.items() if k != "notes"}, "sources": {dataset: sources[dataset]}}
-        recorder = run.recorder(f"data_{dataset}", config=base_config, seed=exp.seed, data=described,
+        recorder = run.recorder(f"data_{dataset}", config={**base_config, "precision_policy": run.precision},
+                                seed=exp.seed, data=described,
                                 deviations=run_deviations)
         split.save_manifest(recorder.run_dir / "split.csv")
         recorder.finish({"distribution": {str(n): d for n, d in dists[dataset].items()}, "counts": info["counts"],
@@ -417,7 +417,8 @@ def write_study(run, exp: GuYangExperiment, key: str, sources: dict, base_config
             study_cells.append(_cell("Section 5.4", "multi-source", f"{LABEL[d]} images",
                                      counts.get("train", 0) + counts.get("val", 0), "count", note))
     study = run.recorder("study", config={**base_config, "figure9_backbone": exp.figure9_backbone,
-                                          "similar_tolerance": exp.similar_tolerance},
+                                          "similar_tolerance": exp.similar_tolerance,
+                                          "precision_policy": run.precision},
                          seed=exp.seed, data={"kind": _combined_kind(k for k in kinds if k), "dataset": "study",
                                               "models": len(study_results)},
                          run_id=f"study-{key}", resume=False, deviations=run_deviations)

@@ -11,7 +11,7 @@ import numpy as np
 from agegender.cli import read_samples
 from agegender.data.pipeline import portable_notes
 from agegender.errors import DataError
-from reproductions.mtl_weighted_loss.config import CORAL_TEST, CORAL_TRAIN, SundriyalExperiment
+from reproductions.mtl_weighted_loss.config import CORAL_TEST, CORAL_TRAIN, SundriyalExperiment, tasks_of
 
 def deviations(exp: SundriyalExperiment, choice) -> list[str]:
     """Notes for every cell: the backbone actually used and every setting that is not the thesis's."""
@@ -122,15 +122,19 @@ def _coral_lists(data_dir, coral_csv_dir, frame, exp: SundriyalExperiment, work_
                     "test, then 80:20) replaces utk_train.csv / utk_test.csv (--coral-csv-dir)")
 
 
-def targets_for(dataset: str, tasks, exp: SundriyalExperiment) -> dict:
-    from agegender.data.pipeline import Target
+def heads_for(dataset: str, tasks, exp: SundriyalExperiment) -> dict:
+    """The declared heads (:mod:`agegender.heads`) of ``tasks``: UTKFace age = the CORAL label / 40 (Sec.
+    3.3.2, decoded as label + 21 years), gender and race sparse; CelebA gender and Young / Old (``age_class``)."""
+    from agegender.heads import TASKS, coral_age
 
+    every = {t: TASKS[f"sundriyal/{dataset}/{t}"] for t in tasks_of(dataset)}
     if dataset == "utkface":
-        every = {"gender": Target("gender", "sparse"), "race": Target("race", "sparse"),
-                 "age": Target("coral_label", "regression", scale=1.0 / exp.age_scale)}  # Sec. 3.3.2: label / 40
-    else:
-        every = {"gender": Target("gender", "sparse"), "age": Target("age_class", "sparse")}
+        every["age"] = coral_age(exp.age_scale, exp.age_min)
     return {t: every[t] for t in tasks}
+
+
+def targets_for(dataset: str, tasks, exp: SundriyalExperiment) -> dict:
+    return {t: head.target() for t, head in heads_for(dataset, tasks, exp).items()}
 
 
 def make_datasets(split, exp: SundriyalExperiment, tasks, input_size: int, skipped: list) -> dict:

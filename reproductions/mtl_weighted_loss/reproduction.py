@@ -24,7 +24,8 @@ from reproductions.mtl_weighted_loss.config import (DATASETS, LISTS_IN_RUN_FOLDE
                                                     tasks_of)
 from reproductions.mtl_weighted_loss.figures import (plot_age_distribution, plot_freeze_comparison,
                                                      plot_loss_vs_epoch, plot_loss_weights)
-from reproductions.mtl_weighted_loss.paper import check_backbone, deviations, load_data, read_back, train_one
+from reproductions.mtl_weighted_loss.paper import (check_backbone, deviations, heads_for, load_data, read_back,
+                                                   train_one)
 
 
 class Sundriyal(PaperReproduction, Reproduction):
@@ -178,15 +179,12 @@ def experiment_name(exp: SundriyalExperiment, method: str, task: str | None = No
 
 def preprocessing(exp: SundriyalExperiment, tasks, input_size: int, data_kind: str):
     """How ``python -m agegender predict`` feeds a face to the model: 0-255 pixels at ``input_size``."""
-    from agegender.preprocess import Head, Preprocessing, face_preset
+    from agegender.preprocess import Preprocessing, face_preset
 
-    if exp.dataset == "utkface":  # targets of make_datasets: (age - 21) / 40, sparse gender and race
-        heads = {"age": Head.age_regression(scale=1.0 / exp.age_scale, offset=exp.age_min),
-                 "gender": Head.gender_softmax(), "race": Head.race_softmax()}
-    else:  # CelebA: 0 Young / 1 Old; the ages standing for the two classes are a rough guess
-        heads = {"age": Head.age_groups(("young", "old"), (28, 55)), "gender": Head.gender_softmax()}
+    # the declared heads: UTKFace (age - 21) / 40, sparse gender and race; CelebA 0 Young / 1 Old, whose ages
+    # standing for the two classes are a rough guess
     return Preprocessing(input_size=input_size, pixel_scale=1.0, face=face_preset(data_kind, exp.dataset),
-                         heads={t: heads[t] for t in tasks})
+                         heads={t: head.head() for t, head in heads_for(exp.dataset, tasks, exp).items()})
 
 
 def _execute(run, exp: SundriyalExperiment, *, data_dir, coral_csv_dir) -> dict:
@@ -283,11 +281,11 @@ def _execute(run, exp: SundriyalExperiment, *, data_dir, coral_csv_dir) -> dict:
 
         def train(method=method, tasks=tasks, recorder=recorder) -> dict:
             split.save_manifest(recorder.run_dir / "split.csv")
-            run.say(f"training {method} ({', '.join(tasks)}): up to {exp.epochs} epochs, "
-                    f"{'Early Freeze' if (exp.early_freeze or method != 'mtl') else 'early stopping of converged tasks'}"
-                    f", patience {exp.patience}" + (f", {exp.loss} loss" + (f" (lambda {exp.lam:g})"
-                                                                           if exp.loss == "weighted" else "")
-                                                     if method == "mtl" else ""))
+            freeze = "Early Freeze" if (exp.early_freeze or method != "mtl") else "early stopping of converged tasks"
+            loss = (f", {exp.loss} loss" + (f" (lambda {exp.lam:g})" if exp.loss == "weighted" else "")
+                    if method == "mtl" else "")
+            run.say(f"training {method} ({', '.join(tasks)}): up to {exp.epochs} epochs, {freeze}, patience "
+                    f"{exp.patience}{loss}")
             result = train_one(exp, choice, method, tasks, split, recorder=recorder, input_size=input_size,
                                skipped=skipped, verbose=run.options.verbose, log=run.log,
                                deterministic=run.options.deterministic, strategy=run.strategy)

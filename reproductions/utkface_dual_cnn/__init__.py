@@ -18,11 +18,12 @@ __doc__ = readme_doc(__file__, __doc__)
 from reproductions.utkface_dual_cnn.config import (REPRODUCTION, PAPER, GENDER_LABELS,
     SMOKE_OUT, SpezialiExperiment, smoke, Network, NETWORKS)  # noqa: E402,F401
 from reproductions.utkface_dual_cnn.paper import (load_split, ks_statistic, split_shares,
-    _targets, make_datasets, merge_skipped, build_network, _build_network, preprocessing,
-    _iteration_logger, _gender_ce, evaluate, network_cells, protocol_cells, SETTINGS)  # noqa: E402,F401
+    _heads, _targets, make_datasets, merge_skipped, build_network, _build_network,
+    preprocessing, _iteration_logger, _gender_ce, evaluate, network_cells, protocol_cells,
+    SETTINGS)  # noqa: E402,F401
 from reproductions.utkface_dual_cnn.figures import (_plt, _save, plot_split,
     plot_iteration_loss, plot_epoch_metrics, _metric, plot_first_n, plot_face, plot_heatmaps,
     plot_gradcam)  # noqa: E402,F401
-from reproductions.utkface_dual_cnn.reproduction import (SPEZIALI, Speziali, _relative, run_deviations,
-    run, _validation_image, _read_iterations, _write_iterations, format_cells, _parser,
-    main)  # noqa: E402,F401
+from reproductions.utkface_dual_cnn.reproduction import (_relative, run_deviations, Speziali,
+    SPEZIALI, run, main, _parser, _execute, _Network, _log_metrics, _figures,
+    _validation_image, _read_iterations, _write_iterations, format_cells)  # noqa: E402,F401

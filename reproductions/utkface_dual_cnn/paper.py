@@ -50,12 +50,16 @@ def split_shares(counts: dict) -> dict:
             "train_val": (100.0 * counts["train"] / trainval, 100.0 * counts["val"] / trainval)}
 
 
-def _targets(tasks):
-    from agegender.data.pipeline import Target
+def _heads(tasks) -> dict:
+    """The declared heads of ``tasks`` (:mod:`agegender.heads`): age in years, unscaled (README.md), MSE;
+    gender 0 male / 1 female for the 2-way softmax, sparse cross-entropy."""
+    from agegender.heads import TASKS
 
-    every = {"age": Target("age", "regression"),  # years, unscaled (README.md)
-             "gender": Target("gender", "sparse")}  # 0 male / 1 female, for the 2-way softmax
-    return {task: every[task] for task in tasks}
+    return {task: TASKS[f"speziali/{task}"] for task in tasks}
+
+
+def _targets(tasks):
+    return {task: spec.target() for task, spec in _heads(tasks).items()}
 
 
 def make_datasets(split, exp: SpezialiExperiment, tasks, skipped: list) -> dict:
@@ -124,25 +128,22 @@ def _build_network(network: Network, exp: SpezialiExperiment):
     model = build_dual_cnn(network.variant, input_size=exp.input_size, dropout=exp.dropout)
     bn = model.get_layer("block1_bn")
     bn.momentum, bn.epsilon = exp.bn_momentum, exp.bn_epsilon  # PyTorch defaults (README.md)
-    losses = {"age": "mse", "gender": "sparse_categorical_crossentropy"}
+    heads = _heads(network.tasks)  # losses and metrics (age MAE, R²; gender accuracy) as the heads declare them
     age_weight = exp.lambda_age if (network.key == "dual" or exp.scale_single_age_loss) else 1.0
     weights = {"age": age_weight, "gender": 1.0}
-    metrics = {"age": [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.R2Score(name="r2")],
-               "gender": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
     model.compile(optimizer=keras.optimizers.Adam(getattr(exp, network.lr_field), epsilon=exp.adam_epsilon),
-                  loss={t: losses[t] for t in network.tasks},
+                  loss={t: spec.keras_loss() for t, spec in heads.items()},
                   loss_weights={t: weights[t] for t in network.tasks},
-                  weighted_metrics={t: metrics[t] for t in network.tasks})
+                  weighted_metrics={t: spec.keras_metrics() for t, spec in heads.items()})
     return model
 
 
 def preprocessing(network: Network, exp: SpezialiExperiment, data_kind: str):
     """How ``python -m agegender predict`` feeds a face to ``network``: 0-255 pixels at ``input_size``."""
-    from agegender.preprocess import Head, Preprocessing, face_preset
+    from agegender.preprocess import Preprocessing, face_preset
 
-    heads = {"age": Head.age_regression(), "gender": Head.gender_softmax()}  # years; 2-way softmax (_targets)
     return Preprocessing(input_size=exp.input_size, pixel_scale=1.0, face=face_preset(data_kind, "utkface"),
-                         heads={t: heads[t] for t in network.tasks})
+                         heads={t: spec.head() for t, spec in _heads(network.tasks).items()})
 
 
 def _iteration_logger(n_train: int, batch_size: int, keys):

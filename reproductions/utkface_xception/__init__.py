@@ -20,10 +20,10 @@ from reproductions.utkface_xception.config import (REPRODUCTION, PAPER, BACKBONE
     DUPLICATES_NOTE, PAPER_DUPLICATES_NOTE, DeyExperiment, smoke, image_size, parse_weights)  # noqa: E402,F401
 from reproductions.utkface_xception.paper import (variant, table_row, experiment_name,
     protocol_name, paper_setting, record_deviations, experiment_config, deviations, load_split,
-    targets, make_datasets, build_model, _build_model, cross_entropy, split_metrics, evaluate,
-    _cell, result_cells, model_cells, protocol_cells, preprocessing)  # noqa: E402,F401
+    heads, targets, make_datasets, build_model, _build_model, cross_entropy, split_metrics,
+    evaluate, _cell, result_cells, model_cells, protocol_cells, preprocessing)  # noqa: E402,F401
 from reproductions.utkface_xception.figures import (_plt, _save, _describe, prediction_grid,
     plot_predictions, plot_history, draw_figures)  # noqa: E402,F401
-from reproductions.utkface_xception.reproduction import (DEY, DeyAggarwal, run, main, _parser,
-    _relative_paths, run_backbone, TABLE_COLUMNS, format_tables)  # noqa: E402,F401
+from reproductions.utkface_xception.reproduction import (DeyAggarwal, DEY, run, main, _parser,
+    _relative_paths, _execute, run_backbone, TABLE_COLUMNS, format_tables)  # noqa: E402,F401
 from agegender.errors import TrainingDiverged  # noqa: E402,F401

@@ -140,13 +140,20 @@ def load_split(data_dir, exp: DeyExperiment, tfds_dir=None):
     return samples, frame, split
 
 
+def heads(exp: DeyExperiment) -> dict:
+    """The three declared heads (:mod:`agegender.heads`), by output: age / ``max_age`` through a sigmoid with
+    MSE (Sec. 3.2), ethnicity and gender softmax on one-hot labels with categorical cross-entropy (Sec. 3.5, 4.2)."""
+    from agegender.heads import TASKS, age_sigmoid
+
+    out = {"age": age_sigmoid(exp.max_age), "ethnicity": TASKS["dey_aggarwal/ethnicity"],
+           "gender": TASKS["dey_aggarwal/gender"]}
+    assert (out["ethnicity"].units, out["gender"].units) == (len(RACE_LABELS), len(GENDER_LABELS))
+    return out
+
+
 def targets(exp: DeyExperiment) -> dict:
     """The three model outputs' labels (Sec. 3.2: age / max_age; one-hot race and gender)."""
-    from agegender.data.pipeline import Target
-
-    return {"age": Target("age", "regression", scale=1.0 / exp.max_age),
-            "ethnicity": Target("race", "onehot", num_classes=len(RACE_LABELS)),
-            "gender": Target("gender", "onehot", num_classes=len(GENDER_LABELS))}
+    return {output: spec.target() for output, spec in heads(exp).items()}
 
 
 def make_datasets(split, exp: DeyExperiment, size: int, skipped: list) -> dict:
@@ -196,11 +203,8 @@ def _build_model(exp: DeyExperiment, size: int | None):
                             preprocess=exp.preprocess, units=exp.head_units)
     model.compile(
         optimizer=keras.optimizers.RMSprop(learning_rate=exp.learning_rate, rho=exp.rho),  # Sec. 4.2
-        loss={"age": "mse", "ethnicity": "categorical_crossentropy",  # Sec. 4.2
-              "gender": "categorical_crossentropy"},
-        weighted_metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")],  # Sec. 4.2: MAE, accuracy
-                          "ethnicity": [keras.metrics.CategoricalAccuracy(name="accuracy")],
-                          "gender": [keras.metrics.CategoricalAccuracy(name="accuracy")]})
+        loss={output: spec.keras_loss() for output, spec in heads(exp).items()},  # Sec. 4.2
+        weighted_metrics={output: spec.keras_metrics() for output, spec in heads(exp).items()})  # MAE, accuracy
     return model
 
 
@@ -325,8 +329,8 @@ def protocol_cells(samples, frame, split, exp: DeyExperiment) -> list[dict]:
 
 def preprocessing(exp: DeyExperiment, size: int, data_kind: str):
     """How ``python -m agegender predict`` feeds a face to the model: 0-255 pixels (the model scales them)."""
-    from agegender.preprocess import Head, Preprocessing, face_preset
+    from agegender.preprocess import Preprocessing, face_preset
 
+    by_role = {spec.task: spec.head() for spec in heads(exp).values()}  # the race head's output is "ethnicity"
     return Preprocessing(input_size=size, pixel_scale=1.0, face=face_preset(data_kind, "utkface"),
-                         heads={"age": Head.age_sigmoid(exp.max_age), "gender": Head.gender_softmax(),
-                                "race": Head.race_softmax("ethnicity")})
+                         heads={role: by_role[role] for role in ("age", "gender", "race")})

@@ -169,7 +169,7 @@ def _execute(run, exp: DeyExperiment, *, data_dir, backbones) -> dict:
         data["prepared"] = relative_data_path(tfds_dir)
 
     protocol = run.recorder(protocol_name(exp),
-                            config={**experiment_config(exp), "backbones": backbones,
+                            config={**experiment_config(exp), "backbones": backbones, "precision_policy": run.precision,
                                     "deterministic": bool(run.options.deterministic), "strategy": run.strategy_info},
                             seed=exp.seed, data=data, new_run_id=f"{run.stamp}-s{exp.seed}",
                             deviations=run.deviations(record_deviations(exp)))
