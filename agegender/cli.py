@@ -77,7 +77,8 @@ def build_parser(paper) -> argparse.ArgumentParser:
         prog=f"python -m reproductions.{paper.reproduction}", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"{paper.title} Writes run records, figures and the tables regenerated next to the published "
                     f"values (results/tables/{paper.key}__*.md).",
-        epilog=paper.epilog or f"Decisions, runtime and expected figures: python -m pydoc reproductions.{paper.reproduction}")
+        epilog=paper.epilog or ("Decisions, runtime and expected figures: python -m pydoc "
+                                f"reproductions.{paper.reproduction}"))
     if paper.data_help is not None:
         parser.add_argument("--data-dir", default=None, metavar="DIR", help=paper.data_help)
     paper.add_arguments(parser)
@@ -170,8 +171,9 @@ def read_samples(source: str, data_dir=None, tfds_dir=None, *, columns=(), **rea
     """
     if tfds_dir is None:
         if data_dir is None:
-            raise DataError(f"no {source} data given", fix="pass the raw dataset folder (--data-dir DIR) or the "
-                                                            f"prepared TFDS data (--tfds-dir DIR, from `{PREPARE_COMMAND}`)")
+            raise DataError(f"no {source} data given",
+                            fix=f"pass the raw dataset folder (--data-dir DIR) or the prepared TFDS data (--tfds-dir "
+                                f"DIR, from `{PREPARE_COMMAND}`)")
         from agegender.data.audit import drop_unusable_images, read_dataset
 
         return drop_unusable_images(read_dataset(source, data_dir, **reader_options), require=True)

@@ -208,7 +208,8 @@ class Run:
 
     @staticmethod
     def predict(model, dataset) -> tuple[dict, dict, dict]:
-        """``(labels, predictions, weights)`` per output over ``dataset`` (:func:`agegender.training.collect_predictions`)."""
+        """``(labels, predictions, weights)`` per output over ``dataset``
+        (:func:`agegender.training.collect_predictions`)."""
         from agegender.training import collect_predictions
 
         return collect_predictions(model, dataset)

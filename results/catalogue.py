@@ -55,7 +55,7 @@ UTF-8 CSV with the header, exactly::
     ``scalar``         a dimensionless hyperparameter (learning rate, rate, weight)
     =================  ==========================================================
 ``note``
-    what the reader needs: printed forms, errata, NOTES.md decisions, uncertain
+    what the reader needs: printed forms, errata, reproductions/*/README.md decisions, uncertain
     reconstructions. Empty otherwise.
 """
 

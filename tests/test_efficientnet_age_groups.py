@@ -20,7 +20,7 @@ from agegender.errors import DataError
 from agegender.models import efficientnet_groups as eg
 
 BOUNDARY_AGES = [0, 1, 8, 9, 11, 12, 16, 17, 23, 24, 26, 26.9, 27, 39, 40, 52, 53, 55, 56, 72, 73, 80, 81]
-EXPECTED = {  # age -> group for 3 / 5 / 10 groups (Sec. 2.1, NOTES.md); 0 and 81 are dropped
+EXPECTED = {  # age -> group for 3 / 5 / 10 groups (Sec. 2.1, reproductions/efficientnet_age_groups/README.md); 0 and 81 are dropped
     3: {1: 0, 8: 0, 9: 0, 11: 0, 12: 0, 16: 0, 17: 0, 23: 0, 24: 0, 26: 0, 26.9: 0, 27: 1, 39: 1, 40: 1, 52: 1,
         53: 2, 55: 2, 56: 2, 72: 2, 73: 2, 80: 2},
     5: {1: 0, 8: 0, 9: 0, 11: 0, 12: 1, 16: 1, 17: 1, 23: 1, 24: 2, 26: 2, 26.9: 2, 27: 2, 39: 2, 40: 3, 52: 3,

@@ -143,7 +143,7 @@ def test_adience_real_counts_before_and_after_duplicates(adience_folds):
     kept = read_adience(adience_folds, keep_duplicates=True)
     assert kept.files_seen == 19487
     assert len(kept.duplicate_rows) == 117
-    # NOTES.md counts (and the published protocol) include the duplicate rows
+    # reproductions/README.md counts (and the published protocol) include the duplicate rows
     assert kept.task_samples(("age", "gender")) == {"age": 17424, "gender": 17603, "age+gender": 16258}
     assert len(kept.skipped) == 718 and len(kept) == 19487 - 718
     assert kept.notes[0] == ("label counts over all 19,487 rows, duplicates included (the published protocol): "

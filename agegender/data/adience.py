@@ -16,7 +16,7 @@ flags any user found in two folds), ``file`` = ``aligned/<user_id>/landmark_alig
 <face_id>.<original_image>`` relative to ``root``, plus ``fold`` (0-4) and ``age_label``
 (the raw age text of the fold file).
 
-Protocol (Levi & Hassner 2015; Jørgensen; NOTES.md): only the 8 canonical groups count for
+Protocol (Levi & Hassner 2015; Jørgensen; reproductions/README.md): only the 8 canonical groups count for
 the age task. Stray labels (``35``, ``13``, ``(25, 23)``, ``(27, 32)``, ``(38, 42)``,
 ``None``, ...) get ``age_group = -1`` and are masked for age; a note counts them. A row with
 neither a canonical age group nor m/f gender is skipped (reason in ``skipped``); a row with
@@ -47,7 +47,7 @@ listed in ``duplicate_rows`` (``file``, ``line``, ``reason``). ``keep_duplicates
 keeps them in the frame (still listed), which is what Levi & Hassner's lists and the
 published counts do.
 
-Counts on the real fold files (NOTES.md targets; they are counts *before* duplicate
+Counts on the real fold files (reproductions/README.md targets; they are counts *before* duplicate
 removal): 19,487 rows; canonical age group 17,424; m/f gender 17,603; both 16,258
 (Jørgensen says 16,228: the 30-row gap is unexplained); 718 rows have neither label.
 The files hold 117 duplicate rows; after dropping them: 19,370 rows, age 17,321, gender

@@ -16,7 +16,7 @@ Label meanings, checked by joining every list with the official fold files (the 
 - gender: 0 = ``m``, 1 = ``f``, which is our encoding (0 male, 1 female) as is.
 
 Per task the lists hold only the rows with a valid label, so the other label is -1 (masked).
-Facts of the real lists (NOTES.md; asserted in the tests): for every fold, train + val +
+Facts of the real lists (reproductions/README.md; asserted in the tests): for every fold, train + val +
 test holds 17,423 age rows and 17,602 gender rows, one fewer than the fold files' 17,424 /
 17,603 (a different training row is absent in each fold); the exact duplicate rows of the
 fold files are kept, so some images are listed twice, and a few duplicated faces sit in

@@ -1,4 +1,5 @@
-"""Age-group binning of Gu & Yang (paper 002, Sec. 3) exactly as NOTES.md fixes it.
+"""Age-group binning of Gu & Yang (paper 002, Sec. 3) exactly as reproductions/efficientnet_age_groups/README.md
+fixes it.
 
 3 groups: 1-26 / 27-52 / 53-80; 5 groups: 1-11 / 12-23 / 24-39 / 40-55 / 56-80;
 10 groups: eight-year bins 1-8, 9-16, ..., 73-80. Ages outside 1-80 have no group (-1).

@@ -13,7 +13,7 @@ Layout (Liu et al. 2015, https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, fold
 - optionally ``identity_CelebA.txt``: ``000001.jpg 2880`` -> ``group``; without it
   ``group`` is the file name (a note says the split cannot then be identity-exclusive).
 
-Protocol (Sundriyal, NOTES.md): the ``Male`` and ``Young`` attributes with the official
+Protocol (Sundriyal, reproductions/mtl_weighted_loss/README.md): the ``Male`` and ``Young`` attributes with the official
 partition. Each requested attribute (any of the 40, matched by name, case-insensitively)
 becomes a 0/1 int column named as the attribute (1 -> 1, -1 -> 0); ``gender`` always comes
 from ``Male`` (1 -> 0 male, -1 -> 1 female); ``partition`` is train/val/test; ``age`` is

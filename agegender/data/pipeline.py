@@ -30,8 +30,8 @@ live (:func:`training_order` names the mode):
   put the set back in memory. Validation and test data keep the cache (their order never
   matters).
 
-Hostile files. :func:`check_images` (:mod:`agegender.data.images`, re-exported here) skips, with the file and the reason, what it can see
-without decoding: a missing, unreadable or empty file, an HTML page or any non-image
+Hostile files. :func:`check_images` (:mod:`agegender.data.images`, re-exported here) skips, with the file
+and the reason, what it can see without decoding: a missing, unreadable or empty file, an HTML page or any non-image
 signature, a truncated JPEG (no end-of-image marker) or PNG (no ``IEND`` chunk), a header that
 does not parse, and an image over :data:`MAX_PIXELS` (a decompression bomb: decoding it
 would need gigabytes). What TensorFlow decodes itself: grayscale, palette, RGBA, CMYK JPEG,

@@ -16,7 +16,7 @@ of it. ``layout="auto"`` picks the layout with more image names under ``root``; 
 other layout are skipped with the reason (and a note says so). ``__MACOSX`` folders are
 ignored.
 
-Name defects of the full set, handled as decided in ``shared/papers/NOTES.md`` ("parse by
+Name defects of the full set, handled as decided in ``reproductions/README.md`` ("parse by
 leading fields, keep a file whose age and gender parse, mark a missing race as unknown,
 report every such case"):
 

@@ -107,7 +107,7 @@ def _table1_cells(model, exp: Experiment) -> list[dict]:
         row = f"Max pooling {i}"
         for column, value in zip(("height", "width"), pool.pool_size):
             cells.append(_cell("Table 1", row, f"Size of Each Filter {column}", value, "pixels",
-                               note + "; 3x3 window, as NOTES.md decides"))
+                               note + "; 3x3 window, as reproductions/README.md decides"))
         for column, value in zip(("height", "width"), pool.strides):
             cells.append(_cell("Table 1", row, f"Stride Value {column}", value, "pixels", note))
         size(row, out(pool))

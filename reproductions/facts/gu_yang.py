@@ -133,5 +133,5 @@ def settings() -> dict:
 
 def experiments(root: Path, figures: Path, out: Path) -> list:
     """Every Gu & Yang experiment of the facts command, as functions run one by one."""
-    return [lambda: dataset_facts("imdb_wiki", root, figures, out), lambda: dataset_facts("utkface", root, figures, out),
-            settings]
+    return [lambda: dataset_facts("imdb_wiki", root, figures, out),
+            lambda: dataset_facts("utkface", root, figures, out), settings]

@@ -25,7 +25,7 @@ from reproductions.facts.common import NO_DATA, cell, relative_figure, save_figu
 
 PAPER = "jorgensen"
 POOL_REASON = ("the printed 1x1 window cannot give Table 1's own output sizes (221 -> 110, 106 -> 52, 50 -> 24); "
-               "a 3x3 window at stride 2, as in Levi & Hassner, does (NOTES.md): the builder uses 3x3")
+               "a 3x3 window at stride 2, as in Levi & Hassner, does (reproductions/README.md): the builder uses 3x3")
 
 
 def data_facts(root: Path, figures: Path, out: Path) -> dict:
@@ -49,8 +49,8 @@ def data_facts(root: Path, figures: Path, out: Path) -> dict:
     cells = [
         cell(s21, "Adience (aligned)", "labelled images", len(clean), "count", cleaning,
              reason=f"the fold files give {len(clean):,} rows with both labels ({len(dedup_clean):,} without "
-                    "duplicate rows); no reading of them found here gives the paper's count (NOTES.md: the gap is "
-                    "unexplained)"),
+                    "duplicate rows); no reading of them found here gives the paper's count (the reading notes: the "
+                    "gap is unexplained)"),
         cell(s21, "Adience (aligned)", "female share", share(female, len(clean)), "percent",
              f"{female:,} of the {len(clean):,} cleaned rows; of all {len(gender_rows):,} rows with m/f gender: "
              f"{share(int((gender_rows['gender'] == 1).sum()), len(gender_rows)):.2f}%",
@@ -138,7 +138,7 @@ def model_facts() -> dict:
              note + f"; trailing layers of the base left trainable, of {len(base)}"),
         cell("Section 3.3", "Xception", "input size", size, "pixels", note,
              reason="Table 2's parameter counts are reached only at 227x227 (7x7x2048 features); at the text's "
-                    "299x299 they are not (NOTES.md), so the model is built at 227"),
+                    "299x299 they are not (reproductions/README.md), so the model is built at 227"),
     ]
     keras.backend.clear_session()
     return {"experiment": "jorgensen_model", "data": dict(NO_DATA),

@@ -103,8 +103,8 @@ def model_facts() -> dict:
         cell(b, "conv 1", "kernel size", conv1.kernel_size[0], "pixels", note),
         cell(b, "conv 1", "padding", padding, "pixels", note + f"; padding '{conv1.padding}'",
              reason="'same' padding of a 3x3 kernel adds 1 pixel per side, which is what preserves the spatial size; "
-                    "the paper's 'padding of 2 to preserve spatial dimensions' cannot with 3x3 kernels (NOTES.md: "
-                    "same padding)"),
+                    "the paper's 'padding of 2 to preserve spatial dimensions' cannot with 3x3 kernels (reading "
+                    "notes: same padding)"),
         cell(b, "conv", "stride", min(strides), "pixels",
              note + f"; strides of the four convolutions: {sorted(strides)}",
              reason="the convolutions do not all share one stride"),

@@ -114,8 +114,8 @@ def celeba_facts(root: Path) -> dict:
         names = handle.readline().split()
     part_note = f"rows of the official list_eval_partition.txt ({rows:,} rows)"
     cells = [cell("Table 4.4", row, "Number of examples", parts[key], "count", part_note,
-                  reason="the official partition file gives this count (NOTES.md); the thesis's figure is not "
-                         "that of the official partition")
+                  reason="the official partition file gives this count (reproductions/README.md); the thesis's "
+                         "figure is not that of the official partition")
              for row, key in (("Train", "0"), ("Validation", "1"), ("Test", "2"))]
     cells += [cell("Section 4.1", "CelebA", "images", rows, "count", part_note),
               cell("Section 4.1", "CelebA", "attributes", len(names), "count",
