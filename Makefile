@@ -48,17 +48,29 @@ audit-sample: install  ## audit the real UTKFace sample in ../shared/data
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache
 
+# One target for any paper, by its catalogue key (the same key names its tables, logs and records' paper field);
+# it runs the paper's own target below. ARGS="..." reaches every paper's command line (the older per-paper
+# variables REPRO_ARGS, ADIENCE_ARGS, GU_YANG_ARGS, TRANSFER_ARGS and MTL_ARGS still work).
+PAPER ?=
+ARGS ?=
+PAPER_TARGETS := speziali:reproduce-utkface-dual jorgensen:reproduce-adience gu_yang:reproduce-gu-yang dey_aggarwal:reproduce-utkface-transfer sundriyal:reproduce-mtl
+.PHONY: reproduce
+reproduce:  ## run the reproduction of PAPER=<key> (speziali, jorgensen, gu_yang, dey_aggarwal, sundriyal) with its data variables (DATA_DIR ...) and ARGS="..."; the same as the paper's own target below
+	@target=$$(for pair in $(PAPER_TARGETS); do [ "$${pair%%:*}" = "$(PAPER)" ] && echo "$${pair#*:}"; done); \
+	  test -n "$$target" || { echo "error: PAPER=<key>: one of speziali, jorgensen, gu_yang, dey_aggarwal, sundriyal (make reproduce PAPER=speziali DATA_DIR=...)"; exit 2; }; \
+	  $(MAKE) --no-print-directory $$target
+
 ADIENCE_ARGS ?=
 .PHONY: reproduce-adience
 reproduce-adience: install  ## Jørgensen (Adience): 5-fold CV of gender/age/multi-task/Xception models, Tables 1-3 (DATA_DIR=Adience root; offline: ADIENCE_ARGS="--weights none" or a weights file)
 	@test -n "$(DATA_DIR)" || { echo "error: pass DATA_DIR=<Adience folder with fold_0_data.txt ... and aligned/>"; exit 2; }
-	$(PY) -m reproductions.adience_levi --data-dir "$(DATA_DIR)" $(ADIENCE_ARGS)
+	$(PY) -m reproductions.adience_levi --data-dir "$(DATA_DIR)" $(ADIENCE_ARGS) $(ARGS)
 
 REPRO_ARGS ?=
 .PHONY: reproduce-utkface-dual
 reproduce-utkface-dual: install  ## Speziali: dual- vs single-task CNNs on UTKFace (DATA_DIR=UTKFace folder; REPRO_ARGS="--smoke" for a 1-min check; GPU advised)
 	@test -n "$(DATA_DIR)" || { echo "error: set DATA_DIR to the UTKFace folder: make reproduce-utkface-dual DATA_DIR=~/data/UTKFace"; exit 2; }
-	$(PY) -m reproductions.utkface_dual_cnn --data-dir "$(DATA_DIR)" $(REPRO_ARGS)
+	$(PY) -m reproductions.utkface_dual_cnn --data-dir "$(DATA_DIR)" $(REPRO_ARGS) $(ARGS)
 
 DATASET ?=
 TFDS_DIR ?= build/tfds
@@ -90,7 +102,7 @@ TRANSFER_ARGS ?=
 .PHONY: reproduce-utkface-transfer
 reproduce-utkface-transfer: install  ## Dey & Aggarwal: UTKFace multi-head model on VGG19/ResNet50/InceptionV3/Xception/MobileNet/Transformer, Tables 1-3 (DATA_DIR=UTKFace folder; offline: TRANSFER_ARGS="--weights none"; GPU advised)
 	@test -n "$(DATA_DIR)" || { echo "error: set DATA_DIR to the UTKFace folder: make reproduce-utkface-transfer DATA_DIR=~/data/UTKFace"; exit 2; }
-	$(PY) -m reproductions.utkface_xception --data-dir "$(DATA_DIR)" --backbone all $(TRANSFER_ARGS)
+	$(PY) -m reproductions.utkface_xception --data-dir "$(DATA_DIR)" --backbone all $(TRANSFER_ARGS) $(ARGS)
 
 CORAL_DIR ?=
 CELEBA_DIR ?=
@@ -98,7 +110,7 @@ BACKBONE_WEIGHTS ?=
 SENET_WEIGHTS ?= $(BACKBONE_WEIGHTS)
 RESNET_WEIGHTS ?=
 MTL_ARGS ?=
-MTL = $(PY) -m reproductions.mtl_weighted_loss $(MTL_ARGS)
+MTL = $(PY) -m reproductions.mtl_weighted_loss $(MTL_ARGS) $(ARGS)
 MTL_SENET = --backbone senet50_128 $(if $(SENET_WEIGHTS),--backbone-weights "$(SENET_WEIGHTS)")
 MTL_RESNET = --backbone resnet50 $(if $(RESNET_WEIGHTS),--backbone-weights "$(RESNET_WEIGHTS)")
 .PHONY: reproduce-mtl
@@ -119,7 +131,7 @@ GU_YANG_ARGS ?=
 .PHONY: reproduce-gu-yang
 reproduce-gu-yang: install  ## Gu & Yang: EfficientNet B4-B7 x 3/5/10 age groups x task sets on IMDB-WIKI, UTKFace, multi-source (IMDB_WIKI=... UTKFACE=...; GU_YANG_ARGS="--smoke" for a 5-min check; offline: GU_YANG_ARGS="--weights FOLDER"; GPU needed for real runs)
 	@test -n "$(IMDB_WIKI)" -a -n "$(UTKFACE)" || { echo "error: pass IMDB_WIKI=<folder holding imdb_crop/imdb.mat> and UTKFACE=<UTKFace folder>"; exit 2; }
-	$(PY) -m reproductions.efficientnet_age_groups --imdb-wiki "$(IMDB_WIKI)" --utkface "$(UTKFACE)" $(GU_YANG_ARGS)
+	$(PY) -m reproductions.efficientnet_age_groups --imdb-wiki "$(IMDB_WIKI)" --utkface "$(UTKFACE)" $(GU_YANG_ARGS) $(ARGS)
 
 KIT_DIR ?= build/gpu-kit
 KIT_QUALITY ?= 60
