@@ -441,9 +441,9 @@ def _checked_strategy(name: str, exp: GuYangExperiment, micro_batch: int, accumu
             dist_strategy, f"gradient accumulation (--micro-batch-size {micro_batch}: {accumulation} x {micro_batch} "
                            f"= {exp.batch_size})",
             why="Keras's gradient_accumulation_steps fails under MirroredStrategy (a merge_call inside a cond)",
-            fix=f"leave out --micro-batch-size: with --strategy {name} each replica gets {exp.batch_size}/replicas "
-                f"images per step, which is how several GPUs fit the batch of {exp.batch_size}; or keep "
-                "--micro-batch-size with --strategy default (one device)")
+            fix=f"leave out --micro-batch-size: with --strategy {name} each replica gets --batch-size/replicas = "
+                f"{exp.batch_size}/replicas images per step, which is how several GPUs fit the batch of "
+                f"{exp.batch_size}; or keep --micro-batch-size with --strategy default (one device)")
     per_replica_batch(micro_batch, dist_strategy)  # the global batch must split evenly over the replicas
     return dist_strategy
 
