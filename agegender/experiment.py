@@ -42,13 +42,12 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from agegender.errors import TrainingDiverged
-
-DATA_KINDS = ("real", "sample", "generated")  # --data-kind (records also know "none": a model build)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,7 +410,5 @@ class Reproduction:
             print(f"[{key}] record : {path}")
         print(f"[{key}] done in {result['seconds']:.0f} s")
         for name, message in (result.get("failed") or {}).items():  # diverged jobs: their records say failed
-            import sys
-
             print(f"error: {name}: {message}", file=sys.stderr)
         return 2 if result.get("failed") else 0

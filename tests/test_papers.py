@@ -142,3 +142,30 @@ def test_make_reproduce_paper_runs_the_papers_own_target(tmp_path):
     bad = subprocess.run(["make", "-s", "reproduce", "PAPER=nope", *safe], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "PAPER=<key>" in bad.stdout + bad.stderr
+
+
+def test_the_runner_reads_back_resumes_or_trains_and_keeps_going_after_a_divergence(tmp_path):
+    """Run.resume_or_train, which every reproduction's jobs go through."""
+    import types
+
+    from agegender.errors import TrainingDiverged
+
+    lines: list[str] = []
+    run = Run(_paper("gu_yang"), Options(out=tmp_path / "out", log=lines.append))
+    complete = types.SimpleNamespace(complete=True, resumed=True, record_path="r.json", run_dir="run")
+    running = types.SimpleNamespace(complete=False, resumed=True, record_path="r.json", run_dir="run")
+    new = types.SimpleNamespace(complete=False, resumed=False, record_path="r.json", run_dir="run")
+    never = lambda: pytest.fail("trained a complete run")  # noqa: E731
+
+    assert run.resume_or_train(complete, "a", train=never, read_back=lambda: "read") == "read"
+    assert "[gu_yang] a: complete record found (r.json); read back, not trained again" in lines[-1]
+    assert run.resume_or_train(running, "b", train=lambda: "trained", read_back=never) == "trained"
+    assert lines[-1] == "[gu_yang] b: resuming the interrupted run run"
+
+    def diverge():
+        raise TrainingDiverged("training diverged: the loss became nan at epoch 1")
+
+    assert run.resume_or_train(new, "c", train=diverge, read_back=never, keep_going=True, key="m") is None
+    assert run.failures == {"m": "training diverged: the loss became nan at epoch 1"}
+    with pytest.raises(TrainingDiverged):
+        run.resume_or_train(new, "d", train=diverge, read_back=never)

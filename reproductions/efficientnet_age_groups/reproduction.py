@@ -301,6 +301,9 @@ def _execute(run, exp: GuYangExperiment, *, imdb_wiki=None, utkface=None, source
     if strategy != "default":  # settings the strategy cannot run fail before hours of reading (TensorFlow loads)
         dist_strategy = _checked_strategy(strategy, exp, micro_batch, accumulation)
     data = {d: load_dataset(d, roots[d], exp, tfds_dir) for d in needed}  # DataErrors stay one line (no TensorFlow)
+    if run.options.data_kind:  # --data-kind labels both datasets
+        for d in needed:
+            data[d]["info"]["kind"] = run.options.data_kind
     sources = {d: data[d]["info"].get("fingerprint") for d in needed}  # collect_study matches records on them
 
     dist_strategy = dist_strategy or _checked_strategy(strategy, exp, micro_batch, accumulation)
