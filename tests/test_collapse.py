@@ -23,8 +23,12 @@ def test_collapse_check_on_constructed_outputs():
     flip = rng.uniform(size=500) < 0.5  # half the answers random: accuracy ~0.75
     noisy[flip] = rng.dirichlet([1, 1], flip.sum())
     assert collapse_check(gender_true=gender, gender_prob=noisy) == []
-    coin = rng.dirichlet([1, 1], 500)  # a coin: accuracy at the majority share
-    assert "majority" in collapse_check(gender_true=gender, gender_prob=coin)[0]
+    coin = rng.dirichlet([1, 1], 500)  # a coin with varying confidence: slow to learn, not collapsed
+    assert collapse_check(gender_true=gender, gender_prob=coin) == []
+    flat = np.stack([0.5 + rng.normal(0, 0.004, 500), np.zeros(500)], axis=1)  # nearly the same output for all
+    flat[:, 1] = 1 - flat[:, 0]
+    flat[:250, 0], flat[:250, 1] = flat[:250, 1].copy(), flat[:250, 0].copy()  # both classes predicted
+    assert "nearly constant" in collapse_check(gender_true=gender, gender_prob=flat)[0]
 
 
 @pytest.mark.slow
