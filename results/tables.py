@@ -54,6 +54,9 @@ DATA_LABEL = {"real": "full real data", "sample": "real sample", "generated": "g
               "none": "model build (no data)"}
 SETTING_LABEL = "configuration (no data)"  # the data column of a setting line
 PAPER_CONFIG = "paper"  # configuration label of a run at the paper's settings (empty deviations)
+# deviations that say how the paper's configuration was computed, not a change of it: such a run is labelled
+# "paper (precision=mixed_bfloat16)", kept in its own lines, and counted at the paper's configuration
+NUMERICS = ("precision",)
 NOT_RECORDED = "not recorded"  # a record without the 'deviations' key
 COUNTED_KINDS = ("real", "none")  # data kinds whose lines count as reproduced in the README summary
 
@@ -113,11 +116,20 @@ def configuration_label(record: dict) -> str:
         return NOT_RECORDED
     if not isinstance(deviations, dict) or not deviations:
         return PAPER_CONFIG if not deviations else f"deviations={deviations!r}"
-    return "; ".join(f"{key}={_plain(deviations[key])}" for key in sorted(deviations))
+    text = "; ".join(f"{key}={_plain(deviations[key])}" for key in sorted(deviations))
+    if set(deviations) <= set(NUMERICS):
+        return f"{PAPER_CONFIG} ({text})"
+    return text
+
+
+def is_paper_config(label: str) -> bool:
+    """The paper's configuration, computed at any numerical precision (:data:`NUMERICS`)."""
+    return label == PAPER_CONFIG or str(label).startswith(f"{PAPER_CONFIG} (")
 
 
 def _config_order(label: str):
-    return (0 if label == PAPER_CONFIG else 2 if label == NOT_RECORDED else 1, label)
+    return (0 if label == PAPER_CONFIG else 1 if is_paper_config(label) else 3 if label == NOT_RECORDED else 2,
+            label)
 
 
 def format_cells(cells: list[dict], paper: str) -> str:
@@ -180,9 +192,12 @@ def reproduced_cells(records: list[dict]) -> pd.DataFrame:
     return out[REPRODUCED_COLUMNS]
 
 
-def line_status(published_text: str, mean: float, *, setting: bool = False) -> str:
-    """The ``status`` of one table line (module docstring)."""
-    from results.catalogue import MARKERS, compare
+def line_status(published_text: str, mean: float, *, setting: bool = False, std: float = float("nan"),
+                n: int = 1) -> str:
+    """The ``status`` of one table line (module docstring). A line over three or more runs whose mean
+    differs but lies within two standard deviations of the printed value is ``differs (within 2 std of
+    the runs)``: the paper's figure is one draw the runs' spread allows."""
+    from results.catalogue import MARKERS, _parse_value, compare
 
     if setting:
         return "setting"
@@ -190,7 +205,10 @@ def line_status(published_text: str, mean: float, *, setting: bool = False) -> s
         return "holds" if mean >= 1 else "does not hold"
     if published_text in MARKERS or published_text == "—":
         return "no printed value"
-    return compare(mean, published_text) or "no printed value"
+    status = compare(mean, published_text) or "no printed value"
+    if status == "differs" and n >= 3 and math.isfinite(std) and abs(mean - _parse_value(published_text)) <= 2 * std:
+        return "differs (within 2 std of the runs)"
+    return status
 
 
 def build_table(published: pd.DataFrame, reproduced: pd.DataFrame) -> pd.DataFrame:
@@ -230,8 +248,8 @@ def build_table(published: pd.DataFrame, reproduced: pd.DataFrame) -> pd.DataFra
                     text += f" ± {_fmt(r['std'], unit)}"
             delta = r["mean"] - pub_num if math.isfinite(pub_num) and not setting else float("nan")
             notes = "; ".join(n for n in (pub_note, r["note"]) if n)
-            lines.append([row, column, pub_text, text, _fmt(delta, unit), line_status(pub_text, r["mean"],
-                                                                                      setting=setting),
+            lines.append([row, column, pub_text, text, _fmt(delta, unit),
+                          line_status(pub_text, r["mean"], setting=setting, std=r["std"], n=int(r["n"])),
                           int(r["n"]), SETTING_LABEL if setting else DATA_LABEL.get(r["data"], r["data"]),
                           r.get("configuration", PAPER_CONFIG), notes])
     return pd.DataFrame(lines, columns=COLUMNS)
@@ -300,7 +318,7 @@ def _table_status(rep: pd.DataFrame) -> str:
     values = rep[~rep["setting"].astype(bool)] if "setting" in rep else rep
     if not len(values):
         return "settings only"
-    paper = values[values["configuration"] == PAPER_CONFIG]
+    paper = values[values["configuration"].map(is_paper_config)]
     kinds = set(paper["data"])
     status = next((DATA_LABEL[k] for k in DATA_KINDS if k in kinds), None)
     if status:
@@ -312,9 +330,9 @@ def _table_status(rep: pd.DataFrame) -> str:
 
 def _exact_differ(table: pd.DataFrame) -> tuple[int, int]:
     counted = table[table["data"].isin([DATA_LABEL[k] for k in COUNTED_KINDS])
-                    & (table["configuration"] == PAPER_CONFIG)]
+                    & table["configuration"].map(is_paper_config)]
     return (int(counted["status"].isin(("exact", "holds")).sum()),
-            int(counted["status"].isin(("differs", "does not hold")).sum()))
+            int((counted["status"].str.startswith("differs") | (counted["status"] == "does not hold")).sum()))
 
 
 def summarise(published: pd.DataFrame, tables: dict) -> dict:
@@ -339,7 +357,7 @@ def summarise(published: pd.DataFrame, tables: dict) -> dict:
             status = []
             if table is not None:
                 mine = table[(table["row"] == line.row) & (table["column"] == line.column)
-                             & table["data"].isin(counted_labels) & (table["configuration"] == PAPER_CONFIG)]
+                             & table["data"].isin(counted_labels) & table["configuration"].map(is_paper_config)]
                 status = list(mine["status"])
             if "setting" in status:
                 stats["settings"] += 1
@@ -348,7 +366,7 @@ def summarise(published: pd.DataFrame, tables: dict) -> dict:
                 best = status[0]
                 if best in ("exact", "holds"):
                     stats["exact"] += 1
-                elif best in ("differs", "does not hold"):
+                elif best.startswith("differs") or best == "does not hold":
                     stats["differs"] += 1
                 else:
                     stats["unprinted"] += 1
