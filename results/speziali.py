@@ -50,10 +50,11 @@ def _number(text):
         return None
 
 
-def _label(deviations) -> str:
-    if deviations is None:
-        return "not recorded"
-    return "paper's settings" if not deviations else ", ".join(f"{k}={v}" for k, v in sorted(deviations.items()))
+def _label(record) -> str:
+    """The configuration as the tables name it (``paper``, ``paper (precision=...)``, or the deviations)."""
+    from results.tables import configuration_label
+
+    return configuration_label(record)
 
 
 def load_runs(runs_dir) -> list[dict]:
@@ -109,7 +110,7 @@ def summarize(records) -> dict:
     """{configuration label: {network: per-network lists over seeds}}."""
     groups: dict = {}
     for record in records:
-        label = _label(record.get("deviations"))
+        label = _label(record)
         net = groups.setdefault(label, {}).setdefault(record["experiment"], {"records": []})
         net["records"].append(record)
     for nets in groups.values():
@@ -164,7 +165,9 @@ def report(runs_dir, published_csv) -> str:
     groups = summarize(records)
     images = _number(published.get(("Section III-A", "UTKFace", "images")))
     paper_train = round(images * 0.7 * 0.7) if images else None  # the paper's 70/30 then 70/30 of its 23,708
-    for label, nets in sorted(groups.items(), key=lambda kv: (kv[0] != "paper's settings", kv[0])):
+    from results.tables import is_paper_config
+
+    for label, nets in sorted(groups.items(), key=lambda kv: (not is_paper_config(kv[0]), kv[0])):
         any_rec = next(iter(nets.values()))["records"][0]
         data, device = any_rec["data"], any_rec.get("device", {})
         where = ", ".join(device.get("gpus") or []) or f"CPU, {device.get('cpu_count', '?')} cores"

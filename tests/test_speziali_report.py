@@ -50,7 +50,7 @@ def test_report_throughput_means_and_claims(runs):
     from results.speziali import report
 
     text = report(runs, "results/published/speziali.csv")
-    assert "## Configuration: paper's settings" in text
+    assert "## Configuration: paper\n" in text
     # images/s = 1000 training faces x 2 epochs / 200 s = 10.0; the paper's = 11,617 x 8 / 840.61 = 110.6
     assert "| single-task age | 0, 1 | 2.0 ± 0.0 (8) | 200 ± 0 (840.61) | 10.0 ± 0.0 (111) |" in text
     assert "| dual-task | 0, 1 | 1.0 ± 0.0 (9) | 250 ± 0 (640.34) | 4.0 ± 0.0 (163) |" in text
