@@ -127,6 +127,11 @@ def main(argv=None) -> int:
 
 def _run(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from agegender.backend import require_tensorflow
+
+    require_tensorflow(f"python -m agegender {args.command} (MTCNN detection, SavedModel / TFLite export)",
+                       fix="run it with KERAS_BACKEND=tensorflow and TensorFlow installed; a .keras model saved "
+                           "under JAX loads there")
     if args.command == "predict":
         from agegender.predict import predict_paths
 

@@ -9,7 +9,10 @@ Strategies
 ----------
 ``default``
     ``tf.distribute.get_strategy()``: no distribution, one device (TensorFlow's choice: the
-    first GPU if there is one, else the CPU). What the reproductions always did.
+    first GPU if there is one, else the CPU). What the reproductions always did. Under a Keras
+    backend other than TensorFlow (``KERAS_BACKEND=jax``) it is the only choice: no strategy
+    (None), the backend's first device; ``mirrored`` and ``multiworker`` are then one line
+    (:class:`StrategyError`), since ``tf.distribute`` is TensorFlow's.
 ``mirrored``
     ``tf.distribute.MirroredStrategy`` over every visible GPU of this machine (select them
     with ``CUDA_VISIBLE_DEVICES=0,1 ...``); on a machine without a GPU, over every logical CPU
@@ -110,6 +113,8 @@ def make_strategy(name: str):
     key = str(name).strip().lower()
     if key not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if not _tensorflow_backend():
+        return _no_tf_distribute(key)
     if key in _CACHE:
         return _CACHE[key]
     if key == "multiworker":
@@ -133,6 +138,23 @@ def make_strategy(name: str):
     return strategy
 
 
+def _tensorflow_backend() -> bool:
+    from agegender.backend import is_tensorflow
+
+    return is_tensorflow()
+
+
+def _no_tf_distribute(key: str):
+    """Under a Keras backend other than TensorFlow: ``default`` is no strategy at all (None: one device, the
+    backend's first), the others are one line (``tf.distribute`` is TensorFlow's)."""
+    if key == "default":
+        return None
+    from agegender.backend import name
+
+    raise StrategyError(f"--strategy {key} is tf.distribute, which needs TensorFlow, but KERAS_BACKEND is {name()}",
+                        fix="use --strategy default (one device) under this backend, or KERAS_BACKEND=tensorflow")
+
+
 def start_early(name: str) -> None:
     """Create the ``multiworker`` strategy now (a no-op for the others).
 
@@ -141,7 +163,7 @@ def start_early(name: str) -> None:
     builds anything, and :func:`make_strategy` returns the same strategy later.
     """
     if str(name).strip().lower() == "multiworker":
-        make_strategy("multiworker")
+        make_strategy("multiworker")  # under another backend than TensorFlow: the one-line StrategyError
 
 
 def _check_keras_multi_worker(strategy) -> None:
@@ -196,8 +218,9 @@ def _check_tf_config() -> None:
 
 
 def replicas(strategy) -> int:
-    """Replicas that share each batch (1 for ``default``)."""
-    return int(strategy.num_replicas_in_sync)
+    """Replicas that share each batch (1 for ``default``, and for no strategy: None, a backend other than
+    TensorFlow)."""
+    return 1 if strategy is None else int(strategy.num_replicas_in_sync)
 
 
 def per_replica_batch(global_batch: int, strategy, *, flag: str | None = "--batch-size") -> int:

@@ -343,6 +343,11 @@ class Reproduction:
         return {"data_dir": getattr(args, "data_dir", None)}
 
     def options(self, args) -> Options:
+        if getattr(args, "tfds_dir", None) is not None:
+            from agegender.backend import require_tensorflow
+
+            require_tensorflow("--tfds-dir (prepared TFDS data)",
+                               fix="pass the raw folder with --data-dir instead, or run under KERAS_BACKEND=tensorflow")
         out = args.out if args.out is not None or not args.smoke else self.smoke_out
         return Options(out=out, fresh=args.fresh, deterministic=args.deterministic, strategy=args.strategy,
                        tfds_dir=args.tfds_dir, data_kind=getattr(args, "data_kind", None),

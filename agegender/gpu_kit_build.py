@@ -353,7 +353,7 @@ def train_flops(spec, size: int, batch: int = 4) -> tuple[float, float]:
     import jax
     import numpy as np
 
-    from agegender.gpu_kit import build_model
+    from agegender.gpu_kit_models import build_model
 
     model = build_model(spec, size)
     x = np.zeros((batch, size, size, 3), dtype="float32")
@@ -377,7 +377,7 @@ def estimate(data, models: str = "all", json_path=None) -> str:
     import keras
 
     from agegender.data.utkface import read_utkface
-    from agegender.gpu_kit import MODELS, _split
+    from agegender.gpu_kit_models import MODELS, _split
 
     if keras.backend.backend() != "jax":
         raise DataError("the estimate measures FLOPs with JAX", fix="run it with KERAS_BACKEND=jax")

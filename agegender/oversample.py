@@ -42,10 +42,12 @@ def oversampled_predictions(model, dataset, crop_size: int, *, flip: bool = True
     Raises:
         ValueError: an image is smaller than ``crop_size``.
     """
-    import tensorflow as tf
+    from agegender.training import predict_batch
 
     labels, predictions, weights = {}, {}, {}
+    size = None
     for images, y, w in dataset:
+        images = np.asarray(images)  # a tf.data batch or the numpy loader's: the views are numpy slices (any backend)
         height, width = int(images.shape[1]), int(images.shape[2])
         if height < crop_size or width < crop_size:
             raise ValueError(f"images of {height}x{width} are smaller than the {crop_size} crop; build the "
@@ -55,13 +57,13 @@ def oversampled_predictions(model, dataset, crop_size: int, *, flip: bool = True
                    (height - crop_size, width - crop_size)]
         crops = [images[:, r:r + crop_size, c:c + crop_size, :] for r, c in corners]
         if flip:
-            crops += [tf.image.flip_left_right(crop) for crop in crops]
+            crops += [crop[:, :, ::-1, :] for crop in crops]  # mirrored left-right (tf.image.flip_left_right)
         per_view: dict[str, list] = {}
         for crop in crops:  # one view at a time: ten views of a 128-batch at once would need ~10x the memory
-            out = model(crop, training=False)
-            out = out if isinstance(out, dict) else {model.output_names[0]: out}
+            out = predict_batch(model, crop, pad_to=size)
             for task in y:
-                per_view.setdefault(task, []).append(np.asarray(out[task], dtype="float32"))
+                per_view.setdefault(task, []).append(out[task])
+        size = size or len(images)
         for task in y:
             labels.setdefault(task, []).append(np.asarray(y[task]))
             predictions.setdefault(task, []).append(np.stack(per_view[task], axis=1))

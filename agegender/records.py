@@ -3,7 +3,8 @@
 A run folder ``<out>/<reproduction>/<experiment>/<run_id>/`` holds
 
 - ``record.json``: reproduction, experiment, paper, config, seed, git commit, package versions,
-  device, wall time, ``history`` (one entry per epoch), ``metrics`` per split, ``data`` (kind:
+  device, ``backend`` (the Keras backend it trained on: ``tensorflow``, ``jax`` ...), wall time,
+  ``history`` (one entry per epoch), ``metrics`` per split, ``data`` (kind:
   ``real`` / ``sample`` / ``generated``, or ``none`` for figures read off a model build such as
   parameter counts; dataset, root, counts), and ``cells``: the paper-table
   cells this run reproduces (``{paper, table, row, column, value, unit}``), which is all the
@@ -181,7 +182,8 @@ class RunRecorder:
             "data": data,
             "git": git_state(),
             "versions": package_versions(),
-            "device": device_facts(),
+            "device": (device := device_facts()),
+            "backend": (device.get("backend") or {}).get("name"),  # the Keras backend it trained on
             "started_utc": stamp,
             "resumed_from_epoch": None,
             "preprocessing": preprocessing,
@@ -495,14 +497,16 @@ def package_versions() -> dict:
 
 
 def device_facts() -> dict:
-    """CPU count, platform, GPUs TensorFlow sees and the Keras dtype policy."""
+    """CPU count, platform, the Keras backend (its name and package versions), the GPUs it computes on and the
+    Keras dtype policy."""
     facts = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpus": []}
     try:
         import keras
-        import tensorflow as tf
 
-        facts["gpus"] = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-                         for g in tf.config.list_physical_devices("GPU")]
+        from agegender import backend
+
+        facts["backend"] = backend.versions()
+        facts["gpus"] = backend.gpus()
         facts["dtype_policy"] = keras.config.dtype_policy().name
     except Exception as err:  # device facts are informative only; never fail a run for them
         facts["error"] = f"{type(err).__name__}: {err}"

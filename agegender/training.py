@@ -60,10 +60,11 @@ def configure_precision(policy: str = "auto") -> str:
     compute) needs no loss scaling; on a CPU with AVX-512 BF16 / AMX it is the fast option.
     """
     import keras
-    import tensorflow as tf
+
+    from agegender.backend import gpus
 
     if policy == "auto":
-        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        policy = "mixed_float16" if gpus() else "float32"
     if policy not in PRECISIONS[1:]:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {policy!r}")
     keras.mixed_precision.set_global_policy(policy)
@@ -71,15 +72,18 @@ def configure_precision(policy: str = "auto") -> str:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and TensorFlow (``keras.utils.set_random_seed``); ``deterministic`` also
-    turns on TensorFlow's op determinism (``tf.config.experimental.enable_op_determinism``), so two
-    runs on the same device with the same seed give the same numbers (slower on a GPU)."""
+    """Seed Python, NumPy and the backend (``keras.utils.set_random_seed``: TensorFlow's or PyTorch's generator
+    when present, Keras's own seed generator under JAX); ``deterministic`` also makes the backend's ops
+    deterministic (TensorFlow's op determinism, ``tf.config.experimental.enable_op_determinism``; under JAX,
+    XLA's deterministic GPU ops: :func:`agegender.backend.enable_determinism`), so two runs on the same device
+    with the same seed give the same numbers (slower on a GPU)."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     if deterministic:
-        tf.config.experimental.enable_op_determinism()
+        from agegender.backend import enable_determinism
+
+        enable_determinism()
 
 
 def ensure_loss_scaling(model) -> None:
@@ -144,7 +148,7 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
         with _shapes_from_first_replica(model):
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=resumed_from or 0,
                       callbacks=callbacks, verbose=verbose,
-                      shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
+                      shuffle=False)  # the input pipeline shuffles (tf.data or the numpy loader)
     if info is not None:
         info.update(resumed_from_epoch=resumed_from, seconds=state.seconds_total(), trained=trained)
     if guard.diverged:
@@ -411,15 +415,39 @@ def _save_weights(model, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def collect_predictions(model, dataset) -> tuple[dict, dict, dict]:
-    """Run ``model`` over ``dataset``; return (labels, predictions, weights), each a dict of arrays by task."""
-    labels, predictions, weights = {}, {}, {}
-    for images, y, w in dataset:
+def predict_batch(model, images, pad_to: int | None = None) -> dict:
+    """``{output name: float32 array}`` of ``model`` on one batch, in inference mode.
+
+    TensorFlow: ``model(images, training=False)``, eagerly. Other backends (JAX, PyTorch): the model's compiled
+    predict step (``predict_on_batch``); a batch shorter than ``pad_to`` rows is padded with zeros to it and the
+    outputs cut back, so that one compilation serves every batch of a dataset (an eager JAX call compiles each op
+    for each new shape; inference mode keeps the rows independent, batch normalisation included)."""
+    from agegender.backend import is_tensorflow
+
+    if is_tensorflow():
         out = model(images, training=False)
         out = out if isinstance(out, dict) else {model.output_names[0]: out}
+        return {k: np.asarray(v, dtype="float32") for k, v in out.items()}
+    images = np.asarray(images)
+    rows = len(images)
+    if pad_to is not None and rows < pad_to:
+        images = np.concatenate([images, np.zeros((pad_to - rows, *images.shape[1:]), dtype=images.dtype)])
+    out = model.predict_on_batch(images)
+    out = out if isinstance(out, dict) else {model.output_names[0]: out}
+    return {k: np.asarray(v, dtype="float32")[:rows] for k, v in out.items()}
+
+
+def collect_predictions(model, dataset) -> tuple[dict, dict, dict]:
+    """Run ``model`` over ``dataset``; return (labels, predictions, weights), each a dict of arrays by task
+    (:func:`predict_batch` on each batch)."""
+    labels, predictions, weights = {}, {}, {}
+    size = None
+    for images, y, w in dataset:
+        out = predict_batch(model, images, pad_to=size)
+        size = size or len(images)
         for task in y:
             labels.setdefault(task, []).append(np.asarray(y[task]))
-            predictions.setdefault(task, []).append(np.asarray(out[task], dtype="float32"))
+            predictions.setdefault(task, []).append(out[task])
             weights.setdefault(task, []).append(np.asarray(w[task]))
     join = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
     return join(labels), join(predictions), join(weights)

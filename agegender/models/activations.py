@@ -13,6 +13,13 @@ pre-activation maps; in the Levi & Hassner models the ReLU is fused into the con
 layer (default: the last one): channel weights are the spatially averaged gradients of the
 chosen score, the map is ``ReLU(sum_k w_k A_k)``, upsampled to the input size and normalised.
 
+Both work on any Keras backend: under TensorFlow the gradient comes from ``tf.GradientTape``
+through the whole model; under JAX (or PyTorch) the model is cut at the convolution layer into a
+lower part (input to feature map) and an upper part (feature map to the output), and the gradient
+of the upper part at the feature map comes from ``jax.grad`` (``torch.autograd``); the upsampling is
+``keras.ops.image.resize`` (bilinear, half-pixel centres, as ``tf.image.resize``). Both give the same
+map up to float rounding (``tests/test_backends.py``).
+
 Both work on any flat functional model of :mod:`agegender.models` (convolutions are found by
 type: ``Conv2D``, ``SeparableConv2D``, ``DepthwiseConv2D``; in the Xception model that is every
 one of its convolutions). The image is given as the model expects it: one ``(H, W, 3)`` (or
@@ -23,7 +30,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 
@@ -88,46 +94,102 @@ def grad_cam(model: keras.Model, image, output: str = "gender", class_index: int
         raise ValueError(f"model {model.name!r} has no output layer {output!r}")
     conv = _select_conv_layers(model, None if layer_name is None else [layer_name])[-1]
     head = model.get_layer(output)
-    probe = keras.Model(_model_input(model), [conv.output, head.output])
-
-    x = tf.convert_to_tensor(_as_batch(model, image))
-    with tf.GradientTape() as tape:
-        tape.watch(x)  # record every op, also through frozen (non-watched) layers
-        fmap, pred = probe(x, training=False)
-        pred = tf.cast(pred, tf.float32)
-        score = _score(pred, head, class_index)
-    grads = tape.gradient(score, fmap)
-    if grads is None:
-        raise ValueError(f"output {output!r} does not depend on layer {conv.name!r}")
-    fmap = tf.cast(fmap, tf.float32)[0]
-    weights = tf.reduce_mean(tf.cast(grads, tf.float32)[0], axis=(0, 1))  # alpha_k: mean over h, w
-    cam = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1))
+    x = _as_batch(model, image)
+    if keras.backend.backend() == "tensorflow":
+        fmap, grads = _tf_gradient(model, conv, head, x, class_index)
+    else:
+        fmap, grads = _split_gradient(model, conv, head, x, class_index)
+    weights = np.mean(grads[0], axis=(0, 1))  # alpha_k: mean over h, w
+    cam = np.maximum(np.sum(fmap[0] * weights, axis=-1), 0.0).astype(np.float32)
     if upsample:
         height, width = x.shape[1], x.shape[2]
-        cam = tf.image.resize(cam[None, :, :, None], (height, width), method="bilinear")[0, :, :, 0]
-    cam = np.asarray(cam.numpy(), dtype=np.float64)
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            cam = tf.image.resize(cam[None, :, :, None], (height, width), method="bilinear")[0, :, :, 0].numpy()
+        else:
+            cam = keras.ops.convert_to_numpy(keras.ops.image.resize(cam[None, :, :, None], (height, width),
+                                                                     interpolation="bilinear"))[0, :, :, 0]
+    cam = np.asarray(cam, dtype=np.float64)
     if cam.max() <= 0:
         return np.zeros(cam.shape, dtype=np.float32)
     return (cam / cam.max()).clip(0.0, 1.0).astype(np.float32)
 
 
-def _score(pred, head, class_index):
-    """The scalar Grad-CAM explains: the chosen class's output value (see grad_cam)."""
+def _tf_gradient(model, conv, head, x, class_index):
+    """(feature map, gradient of the score at it) as float32 numpy, from one ``tf.GradientTape`` over the model."""
+    import tensorflow as tf
+
+    probe = keras.Model(_model_input(model), [conv.output, head.output])
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)  # record every op, also through frozen (non-watched) layers
+        fmap, pred = probe(x, training=False)
+        pred = tf.cast(pred, tf.float32)
+        score = _pick(pred, *_choice(pred.numpy(), head, class_index))
+    grads = tape.gradient(score, fmap)
+    if grads is None:
+        raise ValueError(f"output {head.name!r} does not depend on layer {conv.name!r}")
+    return np.asarray(tf.cast(fmap, tf.float32).numpy()), np.asarray(tf.cast(grads, tf.float32).numpy())
+
+
+def _split_gradient(model, conv, head, x, class_index):
+    """(feature map, gradient of the score at it) on a backend other than TensorFlow: the model cut at ``conv``
+    (the lower part gives the map, the upper part the output), differentiated by the backend (JAX, PyTorch)."""
+    lower = keras.Model(_model_input(model), conv.output)
+    try:
+        upper = keras.Model(conv.output, head.output)
+    except ValueError as err:  # the output needs more than this layer's map (another path from the input)
+        raise ValueError(f"output {head.name!r} does not depend on layer {conv.name!r} alone ({err})") from None
+    fmap = keras.ops.convert_to_numpy(lower(x, training=False)).astype(np.float32)
+    pred = keras.ops.convert_to_numpy(keras.ops.cast(upper(fmap, training=False), "float32"))
+    index, kind = _choice(pred, head, class_index)
+
+    def score(feature_map):
+        return _pick(keras.ops.cast(upper(feature_map, training=False), "float32"), index, kind)
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        grads = jax.jit(jax.grad(score))(fmap)  # one compilation, not one per op
+    elif backend == "torch":
+        import torch
+
+        leaf = torch.tensor(fmap, requires_grad=True)
+        score(leaf).backward()
+        grads = leaf.grad
+    else:
+        raise ValueError(f"Grad-CAM has no gradient for the Keras backend {backend!r} (tensorflow, jax or torch)")
+    return fmap, np.asarray(keras.ops.convert_to_numpy(grads), dtype=np.float32)
+
+
+def _choice(pred: np.ndarray, head, class_index) -> tuple[int, str]:
+    """Which score Grad-CAM explains (see grad_cam), from the concrete prediction ``pred`` ``[1, units]``:
+    ``(index, kind)``, kind ``softmax`` (the class's output), ``sigmoid`` or ``linear``."""
+    pred = np.asarray(pred, dtype=np.float32)
     units = pred.shape[-1]
     if units > 1:
-        index = int(tf.argmax(pred[0])) if class_index is None else int(class_index)
+        index = int(np.argmax(pred[0])) if class_index is None else int(class_index)
         if not 0 <= index < units:
             raise ValueError(f"class_index {class_index} out of range for output {head.name!r} with {units} units")
-        return pred[0, index]
+        return index, "softmax"
     activation = getattr(getattr(head, "activation", None), "__name__", "")
     if activation == "sigmoid":
         index = int(float(pred[0, 0]) >= 0.5) if class_index is None else int(class_index)
         if index not in (0, 1):
             raise ValueError(f"class_index must be 0 or 1 for the sigmoid output {head.name!r}, got {class_index}")
-        return pred[0, 0] if index == 1 else 1.0 - pred[0, 0]
+        return index, "sigmoid"
     if class_index is not None:
         raise ValueError(f"output {head.name!r} is a single {activation or 'linear'} unit: leave class_index None")
-    return pred[0, 0]
+    return 0, "linear"
+
+
+def _pick(pred, index: int, kind: str):
+    """The scalar score of a prediction tensor (any backend): the class's output, ``p`` or ``1 - p``, the value."""
+    if kind == "sigmoid":
+        return pred[0, 0] if index == 1 else 1.0 - pred[0, 0]
+    return pred[0, index]
 
 
 def _select_conv_layers(model, layer_names):

@@ -324,17 +324,18 @@ def make_datasets(exp: Experiment, split, seed: int, bad_files: list) -> tuple:
     """(train, val, test) datasets: random 227 crops of the 256 image for training only (Sec. 3.4); validation
     gets the centre crop, test the whole 256 image (its centre view is the centre crop, its ten views Levi &
     Hassner's over-sampling). Validation and test are never augmented (``training=False``)."""
-    from agegender.data.pipeline import Augment, build_dataset
+    from agegender.data.inputs import dataset  # tf.data or the numpy loader, by Keras backend
+    from agegender.data.pipeline import Augment
 
     targets = {task: _head(task).target() for task in exp.tasks}
     common = dict(batch_size=exp.batch_size, seed=seed, pixel_scale=1.0, report=bad_files)
-    train_ds = build_dataset(split.part("train"), targets, image_size=exp.image_size, load_size=exp.load_size,
-                             training=True, augment=Augment(flip=exp.flip), **common)
-    val_ds = build_dataset(split.part("val"), targets, image_size=exp.image_size, load_size=exp.load_size,
-                           training=False, **common)
+    train_ds = dataset(split.part("train"), targets, image_size=exp.image_size, load_size=exp.load_size,
+                       training=True, augment=Augment(flip=exp.flip), **common)
+    val_ds = dataset(split.part("val"), targets, image_size=exp.image_size, load_size=exp.load_size,
+                     training=False, **common)
     test_size = exp.load_size if exp.oversample else exp.image_size
-    test_ds = build_dataset(split.part("test"), targets, image_size=test_size, load_size=exp.load_size,
-                            training=False, cache=False, **common)
+    test_ds = dataset(split.part("test"), targets, image_size=test_size, load_size=exp.load_size,
+                      training=False, cache=False, **common)
     return train_ds, val_ds, test_ds
 
 

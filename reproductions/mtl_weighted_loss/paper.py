@@ -3,7 +3,6 @@ with Early Freeze, and its evaluation."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -139,21 +138,19 @@ def targets_for(dataset: str, tasks, exp: SundriyalExperiment) -> dict:
 
 def make_datasets(split, exp: SundriyalExperiment, tasks, input_size: int, skipped: list) -> dict:
     """Train (shuffled), validation and test datasets with exact cardinality (Keras 3 per-task losses)."""
-    import tensorflow as tf
-
-    from agegender.data.pipeline import build_dataset
+    from agegender.data.inputs import dataset
 
     out = {}
     targets = targets_for(exp.dataset, tasks, exp)
     for name, training in (("train", True), ("val", False), ("test", False)):
         frame = split.part(name)
         report: list = []
-        ds = build_dataset(frame, targets, image_size=input_size, batch_size=exp.batch_size, training=training,
-                           augment=None, seed=exp.seed, pixel_scale=1.0,  # backbones take 0-255 RGB
-                           report=report)
+        # tf.data or the numpy loader, by Keras backend, with an exact number of batches
+        out[name] = dataset(frame, targets, image_size=input_size, batch_size=exp.batch_size, training=training,
+                            augment=None, seed=exp.seed, pixel_scale=1.0,  # backbones take 0-255 RGB
+                            report=report)
         skipped.extend(r for r in report if r not in skipped)
         n = len(frame) - len(report)
-        out[name] = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / exp.batch_size)))
         out[f"n_{name}"] = n
     return out
 
