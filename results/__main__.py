@@ -9,9 +9,10 @@ from agegender.errors import DataError
 
 
 def _reports(args) -> None:
-    """The per-paper comparisons written next to the tables (``results/speziali.md``)."""
+    """The per-paper comparisons written next to the tables (``results/speziali.md``, ``results/dey_aggarwal.md``)."""
     from pathlib import Path
 
+    from results.dey_aggarwal import write_report as write_dey_aggarwal
     from results.speziali import write_report
 
     here = Path(__file__).resolve().parent
@@ -19,6 +20,7 @@ def _reports(args) -> None:
     published = Path(args.published) if args.published else here / "published"
     out = (Path(args.readme).parent if args.readme else here) / "speziali.md"
     write_report(runs, published / "speziali.csv", out)
+    write_dey_aggarwal(runs, published / "dey_aggarwal.csv", out.parent / "dey_aggarwal.md")
 
 
 def main(argv=None) -> int:

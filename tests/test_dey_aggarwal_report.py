@@ -1,0 +1,237 @@
+"""results/dey_aggarwal.md: from-scratch runs per backbone beside the paper's pretrained Table 3, from hand-made
+records laid out as ``python -m reproductions.utkface_xception`` writes them (a ``--smoke --backbone mobilenet
+--weights none`` record was the model: folder, keys, history fields)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+PUBLISHED = "results/published/dey_aggarwal.csv"
+SCRATCH = {"precision": "mixed_bfloat16", "weights": None}  # --precision mixed_bfloat16 --weights none
+ROWS = {"mobilenet": "MobileNet", "transformer": "Transformer", "xception": "Xception"}
+
+
+def _published(column, row):
+    with open(PUBLISHED, newline="", encoding="utf-8") as handle:
+        return next(float(r["value"]) for r in csv.DictReader(handle)
+                    if (r["table"], r["row"], r["column"]) == ("Table 3", row, column))
+
+
+def _record(runs, backbone, seed, *, age_mae, gender, ethnicity, loss=2.0, weights=None, deviations=None,
+            kind="real", history=None, seconds=500.0, wall=520.0, train=9000, gender_majority=0.52,
+            ethnicity_majority=0.42):
+    experiment = backbone + ("-scratch" if weights is None else "")
+    run_id = f"20261204T0000{seed:02d}Z-s{seed}"
+    folder = runs / "utkface_xception" / experiment / run_id
+    folder.mkdir(parents=True)
+    history = history or [{"epoch": 1, "loss": 2.5, "val_loss": 2.4, "epoch_seconds": 250.0, "load_1min": 3.0},
+                          {"epoch": 2, "loss": 2.0, "val_loss": 2.2, "epoch_seconds": 250.0, "load_1min": 3.0}]
+    row = ROWS[backbone] + (" (from scratch)" if weights is None else "")
+    record = {
+        "status": "complete", "experiment": experiment, "paper": "dey_aggarwal", "reproduction": "utkface_xception",
+        "run_id": run_id, "seed": seed, "wall_time_s": wall,
+        "deviations": dict(SCRATCH if deviations is None else deviations),
+        "config": {"backbone": backbone, "weights": weights, "precision": "mixed_bfloat16",
+                   "precision_policy": "mixed_bfloat16", "row": row, "batch_size": 16, "epochs": 10},
+        "data": {"kind": kind, "dataset": "utkface", "path": "utkface/full" if kind == "real" else "faces",
+                 "counts": {"train": train, "val": 3900, "test": 5600}},
+        "device": {"cpu_count": 2, "gpus": []}, "git": {"commit": "abcdef0123"}, "history": history,
+        "metrics": {"training": {"seconds": seconds, "epochs": len(history), "best_epoch": 2},
+                    "test": {"age_mae": age_mae, "age_mae_years": age_mae * 65, "gender_accuracy": gender,
+                             "ethnicity_accuracy": ethnicity, "loss": loss,
+                             "gender_report": {"majority_baseline": gender_majority},
+                             "ethnicity_report": {"majority_baseline": ethnicity_majority}}},
+        "cells": []}
+    (folder / "record.json").write_text(json.dumps(record))
+    protocol = runs / "utkface_xception" / "protocol" / run_id  # the protocol record beside it is never a backbone
+    if not protocol.exists():
+        protocol.mkdir(parents=True)
+        (protocol / "record.json").write_text(json.dumps({"status": "complete", "experiment": "protocol",
+                                                          "config": {"weights": None}, "deviations": SCRATCH}))
+    return record
+
+
+MOBILENET = [(0.130, 0.80, 0.60, 1.60), (0.126, 0.84, 0.64, 1.50), (0.128, 0.82, 0.66, 1.55)]  # age, gender, eth, loss
+TRANSFORMER = [(0.140, 0.70, 0.55, 1.90), (0.150, 0.72, 0.50, 2.00)]
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (age, gender, eth, loss) in enumerate(MOBILENET):
+        _record(runs, "mobilenet", seed, age_mae=age, gender=gender, ethnicity=eth, loss=loss)
+    for seed, (age, gender, eth, loss) in enumerate(TRANSFORMER):
+        _record(runs, "transformer", seed, age_mae=age, gender=gender, ethnicity=eth, loss=loss)
+    return runs
+
+
+def _section(text, heading):
+    return text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+def test_no_run_yet_names_each_backbone_and_its_command(tmp_path):
+    from results.dey_aggarwal import report
+
+    text = report(tmp_path / "none", PUBLISHED)
+    assert "No ImageNet weights exist offline here, so the paper's transfer setting" in text
+    for backbone, row in ROWS.items():
+        command = ("python -m reproductions.utkface_xception --data-dir ../shared/data/utkface/full --precision "
+                   f"mixed_bfloat16 --weights none --seed 0 --backbone {backbone}")
+        assert f"| {row} | not run yet | 0 | `{command}` |" in text
+    assert "| the transformer on MobileNet beats plain MobileNet: gender accuracy | not run yet |" in text
+    assert "| Xception gives the best evaluation metrics (Sec. 4.3, 5) | not run yet |" in text
+
+
+def test_means_stds_and_the_published_figure_beside(runs):
+    from results.dey_aggarwal import report
+
+    text = report(runs, PUBLISHED)
+    section = _section(text, "## Configuration: precision=mixed_bfloat16; weights=None — full real data "
+                             "`utkface/full`")
+    for column, (name, index) in {"Gender Accuracy": ("gender accuracy", 1),
+                                  "Ethnicity Accuracy": ("ethnicity accuracy", 2)}.items():
+        values = np.array([m[index] for m in MOBILENET])
+        published = _published(column, "MobileNet")
+        mean, std = values.mean(), values.std(ddof=1)
+        assert (f"| {name} | MobileNet | 3 | {mean:.3f} ± {std:.3f} | " in section), (name, section)
+        line = section.split(f"| {name} | MobileNet |")[1].split("\n")[0]
+        assert line.endswith(f"| {published:.2f} | {mean - published:+.3f} |"), line
+    ages = np.array([m[0] for m in TRANSFORMER])
+    line = section.split("| age MAE (age / 65; years) | Transformer |")[1].split("\n")[0]
+    assert line.startswith(f" 2 | {ages.mean():.3f} ± {ages.std(ddof=1):.3f} ({ages.mean() * 65:.2f} ± "
+                           f"{(ages * 65).std(ddof=1):.2f} years) | – | ")
+    published = _published("Age MAE", "Transformer")
+    assert line.endswith(f"| {published:.2f} | {ages.mean() - published:+.3f} |"), line
+    assert "| gender accuracy | MobileNet | 3 | 0.820 ± 0.020 | 0.520 ± 0.000 | 0.94 | -0.120 |" in section
+
+
+def test_claims_hold_and_do_not_hold(runs, tmp_path):
+    from results.dey_aggarwal import report
+
+    text = report(runs, PUBLISHED)
+    # MobileNet beats the transformer on every task: the transformer claim does not hold, with the numbers
+    gender = np.array([m[1] for m in TRANSFORMER]).mean() - np.array([m[1] for m in MOBILENET]).mean()
+    assert ("| the transformer on MobileNet beats plain MobileNet: gender accuracy | does not hold | Transformer "
+            f"0.710 ± 0.014 (n=2) vs MobileNet 0.820 ± 0.020 (n=3); difference {gender:+.3f}; the paper (pretrained) "
+            "prints Transformer 0.53 vs MobileNet 0.94 |") in text
+    assert "| the transformer on MobileNet beats plain MobileNet: age MAE | does not hold |" in text
+    assert "| Xception gives the best evaluation metrics (Sec. 4.3, 5) | not run yet | no run of Xception" in text
+
+    better = tmp_path / "better"  # a transformer better on every task: holds; Xception present and worst
+    for seed in (0, 1):
+        _record(better, "mobilenet", seed, age_mae=0.13 + seed / 100, gender=0.80, ethnicity=0.60, loss=1.5)
+        _record(better, "transformer", seed, age_mae=0.11 + seed / 100, gender=0.85, ethnicity=0.70, loss=1.2)
+        _record(better, "xception", seed, age_mae=0.15, gender=0.75, ethnicity=0.55, loss=1.8)
+    text = report(better, PUBLISHED)
+    for task in ("age MAE", "gender accuracy", "ethnicity accuracy"):
+        assert f"| the transformer on MobileNet beats plain MobileNet: {task} | holds |" in text
+    spread = 2 * np.std([0.13, 0.14], ddof=1)  # 0.014 < 0.020: a difference beyond 2 std, stated plainly
+    assert spread < 0.02
+    assert ("| the transformer on MobileNet beats plain MobileNet: age MAE | holds | Transformer 0.115 ± 0.007 (n=2) "
+            "vs MobileNet 0.135 ± 0.007 (n=2); difference -0.020; the paper (pretrained) prints Transformer 0.46 vs "
+            "MobileNet 0.11 |") in text
+    assert "| Xception gives the best evaluation metrics (Sec. 4.3, 5) | does not hold | age MAE: best Transformer" \
+        in text
+    assert "| MobileNet's total test loss is below Xception's (Sec. 4.3) | holds | MobileNet 1.500 ± 0.000 (n=2) vs " \
+           "Xception 1.800 ± 0.000 (n=2); difference -0.300 |" in text
+
+    best = tmp_path / "xception_best"  # Xception best on every task and lowest in loss
+    _record(best, "mobilenet", 0, age_mae=0.13, gender=0.80, ethnicity=0.60, loss=1.5)
+    _record(best, "xception", 0, age_mae=0.12, gender=0.85, ethnicity=0.65, loss=1.4)
+    text = report(best, PUBLISHED)
+    assert ("| Xception gives the best evaluation metrics (Sec. 4.3, 5) | holds | age MAE: best Xception (Xception "
+            "0.120, MobileNet 0.130); gender accuracy: best Xception (") in text
+    assert "| MobileNet's total test loss is below Xception's (Sec. 4.3) | does not hold | MobileNet 1.500 (n=1) vs " \
+           "Xception 1.400 (n=1); difference +0.100 |" in text
+    assert "| the transformer on MobileNet beats plain MobileNet: age MAE | not run yet | no run of Transformer in " \
+           "this configuration;" in text
+
+
+def test_a_difference_within_two_std_is_said_so(tmp_path):
+    from results.dey_aggarwal import report
+
+    runs = tmp_path / "runs"
+    for seed, gender in enumerate((0.70, 0.90)):
+        _record(runs, "mobilenet", seed, age_mae=0.13, gender=gender, ethnicity=0.6)
+        _record(runs, "transformer", seed, age_mae=0.13, gender=gender + 0.02, ethnicity=0.6)
+    text = report(runs, PUBLISHED)
+    spread = 2 * np.std([0.72, 0.92], ddof=1)
+    assert (f"| the transformer on MobileNet beats plain MobileNet: gender accuracy | holds | Transformer 0.820 ± "
+            f"0.141 (n=2) vs MobileNet 0.800 ± 0.141 (n=2); difference +0.020, within 2 std of the runs "
+            f"({spread:.3f});") in text
+
+
+def test_pretrained_and_other_configurations_never_average_with_from_scratch(runs):
+    from results.dey_aggarwal import report
+
+    _record(runs, "mobilenet", 7, age_mae=0.11, gender=0.99, ethnicity=0.99, weights="imagenet",
+            deviations={"precision": "mixed_bfloat16"})
+    _record(runs, "mobilenet", 8, age_mae=0.5, gender=0.10, ethnicity=0.10,
+            deviations={"epochs": 1, "input_size": None, "max_images": 160, "smoke": True, "weights": None},
+            kind="generated")
+    text = report(runs, PUBLISHED)
+    main = _section(text, "## Configuration: precision=mixed_bfloat16; weights=None — full real data")
+    assert "| gender accuracy | MobileNet | 3 | 0.820 ± 0.020 |" in main  # neither the pretrained nor the smoke run
+    smoke = _section(text, "## Configuration: epochs=1; input_size=None; max_images=160; smoke=True; weights=None — "
+                           "generated faces `faces`")
+    assert "| gender accuracy | MobileNet | 1 | 0.100 |" in smoke
+    assert "1 pretrained run(s) found (MobileNet 20261204T000007Z-s7)" in text
+    assert "| MobileNet | 3 (seeds 0, 1, 2) | 1 |" in text  # the smoke run counts among the other from-scratch runs
+
+
+def test_run_facts_from_the_history(tmp_path):
+    from results.dey_aggarwal import report
+
+    runs = tmp_path / "runs"
+    history = [{"epoch": 1, "val_loss": 2.0, "epoch_seconds": 100.0, "load_1min": 2.5},
+               {"epoch": 2, "val_loss": 1.5, "epoch_seconds": 120.0, "load_1min": 3.5},
+               {"epoch": 3, "val_loss": float("nan"), "epoch_seconds": 110.0, "load_1min": 4.0},
+               {"epoch": 4, "val_loss": 1.7, "epoch_seconds": 130.0, "load_1min": 2.0}]
+    _record(runs, "mobilenet", 0, age_mae=0.13, gender=0.8, ethnicity=0.6, history=history, seconds=470.0,
+            wall=512.0, train=9100)
+    text = report(runs, PUBLISHED)
+    per_epoch = np.mean([h["epoch_seconds"] for h in history])
+    load = np.mean([h["load_1min"] for h in history])
+    assert (f"| MobileNet | 20261204T000000Z-s0 | 0 | 4 | 2 | 470 | 512 | {per_epoch:.1f} | {9100 / per_epoch:.1f} | "
+            f"{load:.2f} |") in text
+    old = tmp_path / "old"  # an older record without epoch_seconds / load_1min: images/s from the training time
+    _record(old, "mobilenet", 0, age_mae=0.13, gender=0.8, ethnicity=0.6, seconds=400.0, train=9000,
+            history=[{"epoch": 1, "val_loss": 2.0}, {"epoch": 2, "val_loss": 2.5}])
+    assert f"| MobileNet | 20261204T000000Z-s0 | 0 | 2 | 1 | 400 | 520 | – | {9000 * 2 / 400:.1f} | – |" in report(
+        old, PUBLISHED)
+
+
+def test_python_m_results_writes_the_page(tmp_path, runs):
+    from results.__main__ import main
+
+    assert main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--readme", str(tmp_path / "R.md")]) == 0
+    page = (tmp_path / "dey_aggarwal.md").read_text()
+    assert page.startswith("# Dey & Aggarwal reproduced from scratch") and "| gender accuracy | MobileNet | 3 |" in page
+    assert (tmp_path / "speziali.md").exists()
+
+
+@pytest.mark.slow
+def test_a_real_smoke_record_is_read(tmp_path):
+    """The record the reproduction really writes (--smoke, mobilenet, weights none on generated faces) gives a
+    section of its own with the record's own test metrics."""
+    from agegender.data.synth import synthesize
+    from reproductions.utkface_xception import main as reproduce
+    from results.dey_aggarwal import report
+
+    synthesize("utkface", tmp_path / "faces", 200, seed=0, size=64)
+    assert reproduce(["--data-dir", str(tmp_path / "faces"), "--smoke", "--backbone", "mobilenet", "--weights", "none",
+                      "--out", str(tmp_path / "out")]) == 0
+    record = json.loads(next((tmp_path / "out" / "runs").glob("utkface_xception/mobilenet-scratch/*/record.json"))
+                        .read_text())
+    text = report(tmp_path / "out" / "runs", PUBLISHED)
+    test = record["metrics"]["test"]
+    assert ("## Configuration: epochs=1; input_size=None; max_images=160; smoke=True; weights=None — generated "
+            "faces") in text
+    assert f"| gender accuracy | MobileNet | 1 | {test['gender_accuracy']:.3f} | " \
+           f"{test['gender_report']['majority_baseline']:.3f} | 0.94 |" in text
+    assert (f"| age MAE (age / 65; years) | MobileNet | 1 | {test['age_mae']:.3f} ({test['age_mae_years']:.2f} "
+            "years) |") in text
