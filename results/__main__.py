@@ -50,7 +50,31 @@ def main(argv=None) -> int:
         print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
     print(f"{len(summary['tables'])} tables from {summary['records']} run records "
           f"({len(summary['skipped'])} skipped)")
+    hint = smoke_hint(args.runs, summary["records"])
+    if hint:
+        print(hint)
     return 0
+
+
+def smoke_hint(runs, found: int, cwd=None) -> str | None:
+    """A note when smoke runs exist that this command did not read: ``--smoke`` writes under
+    ``build/smoke/<reproduction>/`` (not results/runs) unless given ``--out``; None when there are none."""
+    from pathlib import Path
+
+    smoke = Path(cwd or ".") / "build" / "smoke"
+    if not smoke.is_dir():
+        return None
+    runs_dir = Path(runs).resolve() if runs else None
+    if runs_dir is not None and (runs_dir == smoke.resolve() or smoke.resolve() in runs_dir.parents):
+        return None
+    records = sum(1 for _ in smoke.glob("*/runs/**/record.json"))
+    if not records:
+        return None
+    command = f"python -m results --runs {smoke} --out {smoke}/tables --readme {smoke}/README.md"
+    if not found:
+        return (f"note: no run record where this looked, but {records} smoke-run record(s) are under {smoke} "
+                f"(--smoke writes there); their tables: {command}")
+    return f"note: the {records} smoke-run record(s) under {smoke} are not in these tables (--smoke writes there); {command}"
 
 
 if __name__ == "__main__":

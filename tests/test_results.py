@@ -232,3 +232,19 @@ def test_precision_runs_keep_their_own_lines_but_count_at_the_papers_configurati
     # mean 11, std 2 over three runs: the printed 8 is 1.5 std away
     assert (bf16["reproduced"], bf16["n"], bf16["status"]) == ("11 ± 2", "3", "differs (within 2 std of the runs)")
     assert summary["papers"]["speziali"]["reproduced"] == 1  # one published cell, reproduced
+
+
+def test_smoke_records_the_command_did_not_read_are_named(tmp_path):
+    """Issue 21 item 9: smoke runs write under build/smoke; `python -m results` says so and how to table them."""
+    from results.__main__ import smoke_hint
+
+    assert smoke_hint(None, 0, cwd=tmp_path) is None  # no build/smoke at all
+    run = tmp_path / "build" / "smoke" / "utkface_xception" / "runs" / "utkface_xception" / "protocol" / "r1"
+    run.mkdir(parents=True)
+    assert smoke_hint(None, 0, cwd=tmp_path) is None  # a folder without records
+    (run / "record.json").write_text("{}")
+    none_found = smoke_hint(None, 0, cwd=tmp_path)
+    assert none_found.startswith("note: no run record") and "1 smoke-run record(s)" in none_found
+    assert "python -m results --runs " in none_found and "--smoke writes there" in none_found
+    assert "are not in these tables" in smoke_hint(None, 12, cwd=tmp_path)
+    assert smoke_hint(str(tmp_path / "build" / "smoke"), 1, cwd=tmp_path) is None  # it read them
