@@ -34,6 +34,8 @@ PAPER_NETWORKS = (("age", "Single-task CNN", "Age task"), ("gender", "Single-tas
                   ("dual", "Multi-task CNN", "Age task"))
 TITLES = {"age": "single-task age", "gender": "single-task gender", "dual": "dual-task"}
 SIMILAR_ACCURACY = 0.02  # "similar results": within 2 points of accuracy, or within 2 std of the seeds
+CHANCE_MARGIN = 0.02  # a test accuracy within 2 points of the majority share is chance
+MIN_R2 = 0.05  # a test R² below this is no better than predicting the mean age
 
 
 def _published(paper_csv) -> dict:
@@ -91,6 +93,35 @@ def readings(record) -> dict:
     return out
 
 
+def at_chance(network: str, test: dict) -> list[str]:
+    """Why one run's test predictions are no better than a constant (empty when it learned): a single gender
+    predicted for every face (the confusion matrix has one non-empty column), a gender accuracy within
+    :data:`CHANCE_MARGIN` of the majority share, an age R² under :data:`MIN_R2`. A network that collapsed to
+    constant outputs fails all that apply; the paper's claims are not testable on it."""
+    reasons = []
+    if network in ("gender", "dual"):
+        confusion, acc, majority = (test.get(k) for k in ("gender_confusion", "gender_accuracy", "gender_majority"))
+        if confusion is not None and sum(1 for column in zip(*confusion) if sum(column) > 0) <= 1:
+            reasons.append("one gender predicted for every test face")
+        elif acc is not None and majority is not None and acc < majority + CHANCE_MARGIN:
+            reasons.append(f"gender accuracy {acc:.3f} vs majority share {majority:.3f}")
+    if network in ("age", "dual"):
+        r2 = test.get("age_r2")
+        if r2 is not None and r2 < MIN_R2:
+            reasons.append(f"age R² {r2:.3f}")
+    return reasons
+
+
+def _chance_note(values) -> str:
+    """``no`` / ``yes`` / ``k of n runs``: how many runs of one network are at chance, with the first reason."""
+    flags = [at_chance(values["name"], t) for t in values["test"]]
+    hits = [f for f in flags if f]
+    if not hits:
+        return "learned"
+    count = "at chance" if len(hits) == len(flags) else f"at chance in {len(hits)} of {len(flags)} runs"
+    return f"**{count}**: {'; '.join(hits[0])}"
+
+
 def _mean_std(values) -> tuple[float, float, int]:
     values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not values:
@@ -125,10 +156,27 @@ def summarize(records) -> dict:
             values["others"] = [np.mean([h.get("other_processes_cores", math.nan) for h in r["history"]]) for r in recs]
             values["readings"] = [readings(r) for r in recs]
             values["test"] = [r["metrics"]["test"] for r in recs]
+    for nets in groups.values():
+        for name, values in nets.items():
+            values["name"] = name
+            values["chance"] = any(at_chance(name, t) for t in values["test"])
     return groups
 
 
 def _claims(nets) -> list[tuple[str, str, str]]:
+    rows = []
+    claims = _claim_rows(nets)
+    for claim, involved, (verdict, evidence) in claims:
+        untestable = [TITLES[k] for k in involved if nets[k]["chance"]]
+        if untestable:
+            verdict = "not testable"
+            evidence = f"{' and '.join(untestable)} at chance at these settings ({evidence})"
+        rows.append((claim, verdict, evidence))
+    return rows
+
+
+def _claim_rows(nets) -> list:
+    """(claim, networks it compares, (verdict, evidence)) for each of the paper's claims the runs cover."""
     rows = []
     if "gender" in nets and "dual" in nets:
         single = [m["gender_accuracy"] for m in nets["gender"]["test"]]
@@ -136,19 +184,20 @@ def _claims(nets) -> list[tuple[str, str, str]]:
         diff = np.mean(dual) - np.mean(single)
         spread = max(SIMILAR_ACCURACY, 2 * max(np.std(single, ddof=1) if len(single) > 1 else 0,
                                                np.std(dual, ddof=1) if len(dual) > 1 else 0))
-        rows.append(("gender accuracy similar in both architectures",
-                     "holds" if abs(diff) <= spread else "does not hold",
-                     f"dual − single = {diff:+.3f} (similar: within {spread:.3f})"))
+        rows.append(("gender accuracy similar in both architectures", ("gender", "dual"),
+                     ("holds" if abs(diff) <= spread else "does not hold",
+                      f"dual − single = {diff:+.3f} (similar: within {spread:.3f})")))
     if "age" in nets and "dual" in nets:
         single = np.mean([m["age_r2"] for m in nets["age"]["test"]])
         dual = np.mean([m["age_r2"] for m in nets["dual"]["test"]])
-        rows.append(("age R² better for the dual-task network", "holds" if dual > single else "does not hold",
-                     f"dual {dual:.3f} vs single {single:.3f}"))
+        rows.append(("age R² better for the dual-task network", ("age", "dual"),
+                     ("holds" if dual > single else "does not hold", f"dual {dual:.3f} vs single {single:.3f}")))
     if all(k in nets for k in ("age", "gender", "dual")):
         singles = np.mean(nets["age"]["seconds"]) + np.mean(nets["gender"]["seconds"])
         dual = np.mean(nets["dual"]["seconds"])
         rows.append(("the dual-task network takes less total time than the two single-task ones",
-                     "holds" if dual < singles else "does not hold", f"dual {dual:.0f} s vs singles {singles:.0f} s"))
+                     ("age", "gender", "dual"),
+                     ("holds" if dual < singles else "does not hold", f"dual {dual:.0f} s vs singles {singles:.0f} s")))
     return rows
 
 
@@ -178,8 +227,8 @@ def report(runs_dir, published_csv) -> str:
                   + ", ".join(sorted({f"{r['_run']} (commit {str(r.get('git', {}).get('commit', '?'))[:7]})"
                                       for n in nets.values() for r in n["records"]})) + ".", "",
                   "| network | seeds | epochs (paper) | training s (paper, RTX 3070) | images/s (paper) | CPU s | "
-                  "other processes (cores) | test R² | test MAE (years) | test accuracy |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "other processes (cores) | test R² | test MAE (years) | test accuracy | learned? |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, row, column in PAPER_NETWORKS:
             if key not in nets:
                 continue
@@ -192,8 +241,12 @@ def report(runs_dir, published_csv) -> str:
                 f"| {TITLES[key]} | {', '.join(map(str, v['seeds']))} | {_fmt(v['epochs'], 1)} ({pub_e:.0f}) | "
                 f"{_fmt(v['seconds'], 0)} ({pub_s}) | {_fmt(v['img_s'], 1)} ({pub_rate}) | {_fmt(v['cpu_s'], 0)} | "
                 f"{_fmt(v['others'], 2)} | {_fmt([m.get('age_r2') for m in tests])} | "
-                f"{_fmt([m.get('age_mae_years') for m in tests], 2)} | {_fmt([m.get('gender_accuracy') for m in tests])} |")
-        lines += ["", f"images/s: training images × epochs / training time, validation passes included; the paper's "
+                f"{_fmt([m.get('age_mae_years') for m in tests], 2)} | {_fmt([m.get('gender_accuracy') for m in tests])} | "
+                f"{_chance_note(v)} |")
+        lines += ["", f"learned?: at chance means no better than a constant on the test split (one gender for every "
+                      f"face, accuracy within {CHANCE_MARGIN:.2f} of the majority share, or age R² under {MIN_R2}); "
+                      "the claims below are not testable on such a network.",
+                  "", f"images/s: training images × epochs / training time, validation passes included; the paper's "
                       f"from its printed time and epochs and {paper_train:,} training faces (70 % of 70 % of the "
                       "23,708 it names).", "",
                   "### Last losses: which reading of the printed values do the data support", "",
@@ -242,7 +295,42 @@ def report(runs_dir, published_csv) -> str:
         if claims:
             lines += ["### The paper's claims (Section V), on the test split", "", "| claim | verdict | evidence |",
                       "|---|---|---|"] + [f"| {c} | {v} | {e} |" for c, v, e in claims] + [""]
+    lines += _trainable_claims(groups)
     return "\n".join(lines) + "\n"
+
+
+def _trainable_claims(groups) -> list[str]:
+    """The claims with each network at the smallest change that trains: the paper's configuration where the
+    network learned there, else a run whose only change (besides numerical precision) is that network's own
+    learning rate (e.g. ``lr_dual=0.001``). Empty when that is the paper's configuration for every network, or
+    when a network has no such run."""
+    from results.tables import NUMERICS, is_paper_config
+
+    chosen: dict = {}
+    for key, _, _ in PAPER_NETWORKS:
+        options = []
+        for label, nets in groups.items():
+            if key not in nets or nets[key]["chance"]:
+                continue
+            changed = set(nets[key]["records"][0].get("deviations") or {}) - set(NUMERICS)
+            if is_paper_config(label):
+                options.append((0, label, nets[key]))
+            elif changed == {f"lr_{key}"}:
+                options.append((1, label, nets[key]))
+        if options:
+            chosen[key] = min(options, key=lambda o: (o[0], o[1]))
+    if len(chosen) < len(PAPER_NETWORKS) or all(is_paper_config(label) for _, label, _ in chosen.values()):
+        return []
+    nets = {key: values for key, (_, _, values) in chosen.items()}
+    lines = ["## The claims with networks that train", "",
+             "Each network at the paper's configuration where it learned there, else at the run that changes only "
+             "its own learning rate:", ""]
+    lines += [f"- {TITLES[key]}: {label} (test R² {_fmt([m.get('age_r2') for m in v['test']])}, accuracy "
+              f"{_fmt([m.get('gender_accuracy') for m in v['test']])}, {_fmt(v['seconds'], 0)} s)"
+              for key, (_, label, v) in chosen.items()]
+    lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
+    lines += [f"| {c} | {v} | {e} |" for c, v, e in _claims(nets)] + [""]
+    return lines
 
 
 def write_report(runs_dir, published_csv, out) -> Path:

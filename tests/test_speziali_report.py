@@ -71,3 +71,41 @@ def test_deviating_runs_get_their_own_section(runs, tmp_path):
     assert "## Configuration: lr_dual=0.001" in text
     section = text.split("## Configuration: lr_dual=0.001")[1]
     assert "| dual-task | 5 |" in section and "single-task" not in section.split("###")[0]
+
+
+def test_networks_at_chance_make_claims_untestable_and_the_trainable_runs_answer_them(tmp_path):
+    """The paper's learning rates collapse the gender and dual networks (one class for every face, R² ≈ 0):
+    their claims are 'not testable' there; the runs that change only that network's rate answer them."""
+    from results.speziali import at_chance, report
+
+    one_class = {"gender_accuracy": 0.52, "gender_majority": 0.52, "gender_confusion": [[52, 0], [48, 0]]}
+    hist = [{"epoch": 1, "loss": 0.69, "val_loss": 0.69, "gender_loss": 0.69, "age_loss": 400.0,
+             "val_gender_loss": 0.69, "val_age_loss": 410.0}]
+    _record(tmp_path, "age", 0, history=hist, test={"age_r2": 0.78, "age_mae_years": 6.9}, seconds=4000.0)
+    _record(tmp_path, "gender", 0, history=hist, test=one_class, seconds=1500.0)
+    _record(tmp_path, "dual", 0, history=hist, test={**one_class, "age_r2": -0.0001}, seconds=1200.0)
+    _record(tmp_path, "dual", 1, history=hist, deviations={"lr_dual": 0.001}, seconds=3000.0,
+            test={"gender_accuracy": 0.87, "gender_majority": 0.52, "gender_confusion": [[45, 7], [6, 42]],
+                  "age_r2": 0.74})
+    _record(tmp_path, "gender", 2, history=hist, deviations={"lr_gender": 0.001}, seconds=2000.0,
+            test={"gender_accuracy": 0.88, "gender_majority": 0.52, "gender_confusion": [[46, 6], [6, 42]]})
+    assert at_chance("gender", one_class) == ["one gender predicted for every test face"]
+    assert at_chance("dual", {"gender_accuracy": 0.53, "gender_majority": 0.52, "age_r2": 0.5}) == \
+        ["gender accuracy 0.530 vs majority share 0.520"]
+    assert at_chance("age", {"age_r2": 0.78}) == []
+
+    text = report(tmp_path / "runs", "results/published/speziali.csv")
+    paper = text.split("## Configuration: paper\n")[1].split("## Configuration:")[0]
+    assert "| single-task gender | 0 |" in paper and "**at chance**: one gender predicted for every test face" in paper
+    assert "**at chance**: one gender predicted for every test face; age R² -0.000" in paper  # the dual net
+    assert "| gender accuracy similar in both architectures | not testable | single-task gender and dual-task at " \
+           "chance" in paper
+    assert "| age R² better for the dual-task network | not testable | dual-task at chance" in paper
+    trainable = text.split("## The claims with networks that train")[1]
+    assert "- single-task age: paper (" in trainable and "- dual-task: lr_dual=0.001 (" in trainable
+    assert "- single-task gender: lr_gender=0.001 (" in trainable
+    # 0.87 - 0.88 = -0.01: within the 0.02 of 'similar'; R² 0.74 < 0.78; 3000 s < 4000 + 2000 s
+    assert "| gender accuracy similar in both architectures | holds | dual − single = -0.010" in trainable
+    assert "| age R² better for the dual-task network | does not hold | dual 0.740 vs single 0.780 |" in trainable
+    assert "| the dual-task network takes less total time than the two single-task ones | holds | dual 3000 s vs " \
+           "singles 6000 s |" in trainable
