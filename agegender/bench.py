@@ -636,9 +636,10 @@ def markdown(results: list[dict]) -> str:
                 lines.append(f"| {r['model']} | {r['input_size']} | {r['batch_size']} | {row['mode']} | "
                              f"{row['ms_per_step']} | {row['img_s']} | {row.get('cpu_ms_per_img', '-')} | "
                              f"{row.get('pipeline_img_s', '-')} | {bound} | {device} | {load} | {busy} |")
-        lines += ["", "busy: other processes used over a quarter of the cores during the timed steps, or the load "
-                      "average at the start exceeded half of them (`agegender.timing`); such wall-clock rates are "
-                      "inflated. \"not measured\": a figure from before the load was recorded.", ""]
+        lines += ["", "busy: other processes used over a quarter of the cores during the timed steps (where that "
+                      "cannot be measured: the load average at the start exceeded half of them; `agegender.timing`); "
+                      "such wall-clock rates are inflated. \"not measured\": a figure from before the load was "
+                      "recorded.", ""]
     return "\n".join(lines)
 
 

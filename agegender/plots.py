@@ -51,8 +51,11 @@ def learning_curves(history: list[dict], path, title: str = "") -> Path:
 
 
 def confusion_matrix(matrix, labels, path, title: str = "") -> Path:
+    import textwrap
+
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(labels), 1 + 0.5 * len(labels)))
+    title = "\n".join(textwrap.wrap(title, 30))  # a small matrix's title would be cut at the figure's edges
+    fig, ax = plt.subplots(figsize=(max(2.6, 1.2 + 0.55 * len(labels)), 1.3 + 0.5 * len(labels) + 0.15 * title.count("\n")))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=7,

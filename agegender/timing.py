@@ -6,8 +6,12 @@ next to its wall time, the process CPU time, the 1-minute load average at start 
 the CPU time the *other* processes of the machine used meanwhile (from ``/proc/stat`` minus this
 process's share), and is flagged ``busy`` with a warning when the machine was not idle:
 
-- the load average at the start exceeded half the cores (something else was running), or
-- the other processes used more than a quarter of the machine's cores during the measurement.
+- the other processes used more than a quarter of the machine's cores during the measurement, or,
+  where ``/proc/stat`` cannot be read to measure that,
+- the load average at the start exceeded half the cores. The 1-minute load average lags by minutes
+  and counts this process's own recent work (a benchmark's previous mode, a training run that has
+  just ended), so where the other processes' CPU is measured it decides alone: an idle machine
+  right after a long job reads as idle, and a competing job reads as busy from its first second.
 
 ``with Stopwatch() as watch: ...`` then ``watch.result`` (a JSON-ready dict), or
 ``start = snapshot(); ...; measured(start, snapshot())``.
@@ -58,13 +62,22 @@ def measured(start: dict, end: dict, *, cores: int | None = None) -> dict:
     if start["machine_busy"] is not None and end["machine_busy"] is not None:
         others = max(0.0, (end["machine_busy"] - start["machine_busy"]) - cpu) / wall
         out["other_processes_cores"] = round(others, 2)
+    return judge(out)
+
+
+def judge(out: dict) -> dict:
+    """Set ``busy`` (and ``warning``) of a timing from its recorded fields (``cores``,
+    ``other_processes_cores``, ``load_1min_start``) by the rules of the module docstring; returns ``out``."""
+    cores = out["cores"]
+    others, load = out.get("other_processes_cores"), out.get("load_1min_start")
     reasons = []
-    if start["load_1min"] is not None and start["load_1min"] > BUSY_LOAD_SHARE * cores:
-        reasons.append(f"load average {start['load_1min']:.2f} at the start (over {BUSY_LOAD_SHARE:g} x {cores} "
-                       "cores)")
     if others is not None and others > BUSY_OTHERS_SHARE * cores:
         reasons.append(f"other processes used {others:.2f} of the {cores} cores meanwhile")
+    if others is None and load is not None and load > BUSY_LOAD_SHARE * cores:
+        reasons.append(f"load average {load:.2f} at the start (over {BUSY_LOAD_SHARE:g} x {cores} cores; the "
+                       "other processes' CPU could not be measured)")
     out["busy"] = bool(reasons)
+    out.pop("warning", None)
     if reasons:
         out["warning"] = "machine busy: " + "; ".join(reasons) + " — wall-clock figures are inflated; rerun idle"
     return out

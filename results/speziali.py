@@ -266,17 +266,19 @@ def report(runs_dir, published_csv) -> str:
                     values = [p[name] for p in per]
                     cells.append(_fmt(values, 4))
                     mean = np.mean(values)
-                    if printed and mean > 0:
+                    if printed and mean > 0 and not nets[key]["chance"]:
                         scores[name].append(abs(math.log(mean / printed)))
-                lines.append(f"| {TITLES[key]} | {split} | {printed} | " + " | ".join(cells) + " |")
+                title = TITLES[key] + (" (at chance: not scored)" if nets[key]["chance"] else "")
+                lines.append(f"| {title} | {split} | {printed} | " + " | ".join(cells) + " |")
         fit = {k: float(np.mean(v)) for k, v in scores.items() if v}
         if fit:
             best = min(fit, key=fit.get)
-            lines += ["", "Mean |log(reproduced / printed)| per reading: " + ", ".join(
+            lines += ["", "Mean |log(reproduced / printed)| per reading, over the networks that learned (a network "
+                      "at chance says nothing of how the paper's losses were printed): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in fit.items()) + f". Best fit: **{best}**.", ""]
             per_net = []
             for key, row, column in PAPER_NETWORKS:
-                if key not in nets:
+                if key not in nets or nets[key]["chance"]:
                     continue
                 errs = {}
                 for name in scores:
