@@ -37,7 +37,10 @@ only".
   The training function is rebuilt (``make_train_function(force=True)``) so the next batch uses
   the new set of trainable weights. The optimizer is kept (no recompilation): its learning rate
   (as lowered by ``ReduceLROnPlateau``) and its moments carry on; frozen variables simply get
-  no more updates.
+  no more updates. Under JAX the optimizer is given a ``stateless_apply`` that updates the
+  model's trainable subset (:func:`updates_a_subset`): Keras's JAX trainer hands it only the
+  trainable variables, which its own ``stateless_apply`` refuses for an optimizer built on more
+  (``ValueError: ... the optimizer was built with N variables`` at the first step after a freeze).
 * **End.** When every task has converged, training stops. When the epoch limit comes first,
   each task still training has its own layers restored to its best epoch if the shared part is
   frozen; if no task ever converged, the whole network goes back to the epoch with the lowest
@@ -129,6 +132,45 @@ def _read_snapshot(path: Path) -> dict:
             snap[str(name)] = [data[f"a{k + j}"] for j in range(int(count))]
             k += int(count)
     return snap
+
+
+def updates_a_subset(model) -> None:
+    """Under JAX, let ``model``'s optimizer update only the variables that are trainable now (a no-op on
+    other backends, and when done before).
+
+    Keras's JAX trainer calls ``optimizer.stateless_apply(optimizer_values, grads, trainable_values)`` with
+    the values of ``model.trainable_variables``, and Keras's ``stateless_apply`` accepts only the full list
+    the optimizer was built with, so a model whose layers were frozen during ``fit`` fails at its next step.
+    TensorFlow's and PyTorch's trainers call ``optimizer.apply(grads, variables)``, which updates any subset
+    of the built variables. This gives the optimizer (the inner one of a ``LossScaleOptimizer``) a
+    ``stateless_apply`` that does that ``apply`` for a subset: the trainable variables are updated with their
+    own moments, the step count and learning rate go on, and the frozen variables and their moments are left
+    as they are, as on TensorFlow. The optimizer keeps every variable it was built with, so a training state
+    saved after a freeze loads into an optimizer built before it (module docstring, "Resuming").
+    """
+    if keras.backend.backend() != "jax":
+        return
+    optimizer = getattr(model, "optimizer", None)
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if inner is None or getattr(inner, "_updates_a_subset", False):
+        return
+    full = inner.stateless_apply
+
+    def stateless_apply(optimizer_variables, grads, trainable_variables):
+        if len(trainable_variables) == len(inner._trainable_variables):
+            return full(optimizer_variables, grads, trainable_variables)
+        variables = list(model.trainable_variables)  # the JAX trainer's state holds these, in this order
+        if len(variables) != len(trainable_variables):
+            raise ValueError(f"{type(inner).__name__}: {len(trainable_variables)} trainable values for "
+                             f"{len(variables)} trainable variables of {model.name}")
+        mapping = list(zip(variables, trainable_variables)) + list(zip(inner.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            inner.apply(grads, variables)
+        return ([scope.get_current_value(v) for v in variables],
+                [scope.get_current_value(v) for v in inner.variables])
+
+    inner.stateless_apply = stateless_apply
+    inner._updates_a_subset = True
 
 
 class EarlyFreeze(keras.callbacks.Callback):
@@ -326,6 +368,7 @@ class EarlyFreeze(keras.callbacks.Callback):
         self._active.remove(task)
         self.converged[task] = event
         self.events.append(event)
+        updates_a_subset(self.model)  # under JAX (see there)
         self.model.make_train_function(force=True)  # trace again with the new trainable set
         if self.log:
             what = (f"restored the {'whole network' if event['restore'] == 'model' else task + ' layers'} to epoch "
@@ -424,6 +467,7 @@ class EarlyFreeze(keras.callbacks.Callback):
         for task in self.converged:
             self._gate(task)
         if frozen:
+            updates_a_subset(self.model)  # under JAX (see there)
             self.model.make_train_function(force=True)  # fit built it before on_train_begin, with every layer
         if self.log:
             self.log(f"[early {'freeze' if self.mode == 'freeze' else 'stop'}] resumed after epoch "
