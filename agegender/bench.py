@@ -287,7 +287,7 @@ def bench_pipeline(data_dir: Path | None = None, *, n: int = 3000, size: int = 1
     return result
 
 
-TRAIN_MODELS = ("levi_multitask", "dual_cnn", "xception_transfer", "efficientnet_b4")
+TRAIN_MODELS = ("levi_multitask", "dual_cnn", "xception_transfer", "efficientnet_b4", "dey_mobilenet", "dey_transformer")
 # precision policy, optionally "+xla" (jit_compile=True); issue 9 (GPU) and issue 17 (CPU: AVX-512 BF16 / AMX)
 TRAIN_MODES = ("float32", "float32+xla", "mixed_bfloat16", "mixed_bfloat16+xla", "mixed_float16",
                "mixed_float16+xla")
@@ -307,6 +307,8 @@ _TRAIN_ENTRIES = {
     "dual_cnn": ("speziali/dual_cnn", {}, 128),
     "xception_transfer": ("jorgensen/xception_transfer", {"weights": None}, 227),
     "efficientnet_b4": ("gu_yang/efficientnet_b4", {"weights": None, "n_groups": 10, "tasks": ("age",)}, 224),
+    "dey_mobilenet": ("dey_aggarwal/mobilenet", {"weights": None}, 224),
+    "dey_transformer": ("dey_aggarwal/transformer", {"weights": None}, 224),
 }
 
 

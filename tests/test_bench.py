@@ -166,3 +166,16 @@ def test_report_renders_scale_and_memory_results():
     assert "| audit | 0.1 | 0.22 | 0.999 | 0.8 |" in table
     assert "| TFDS prepare | 871.0 | 199.0 | 83.6 |" in table and "all 50,000 | 927.0 | 255.0 | 26.2 |" in table
     assert "all images decoded 5819 MB" in table and "178x218 JPEG" in table
+
+
+@pytest.mark.parametrize("name, outputs", [("dey_mobilenet", {"age", "ethnicity", "gender"}),
+                                           ("dey_transformer", {"age", "ethnicity", "gender"})])
+def test_dey_models_are_benchmarked_with_their_three_heads(name, outputs):
+    """Dey & Aggarwal's backbones are in the training benchmark (issue 22: pick the fastest honest CPU mode)."""
+    from agegender.bench import _train_model, bench_train
+
+    model, losses, size, labels = _train_model(name, 32)
+    assert set(model.output_names) == outputs == set(losses) and size == 32
+    assert labels == {"age": (1,), "ethnicity": (5,), "gender": (2,)}  # one-hot heads, an age/65 regression
+    result = bench_train(name, batch=2, steps=1, size=32, pipeline=False)
+    assert [row["mode"] for row in result["rows"]] == ["float32"] and result["rows"][0]["img_s"] > 0

@@ -79,8 +79,8 @@ def test_no_run_yet_names_each_backbone_and_its_command(tmp_path):
     text = report(tmp_path / "none", PUBLISHED)
     assert "No ImageNet weights exist offline here, so the paper's transfer setting" in text
     for backbone, row in ROWS.items():
-        command = ("python -m reproductions.utkface_xception --data-dir ../shared/data/utkface/full --precision "
-                   f"mixed_bfloat16 --weights none --seed 0 --backbone {backbone}")
+        command = ("python -m reproductions.utkface_xception --data-dir ../shared/data/utkface/full "
+                   f"--weights none --seed 0 --backbone {backbone}")
         assert f"| {row} | not run yet | 0 | `{command}` |" in text
     assert "| the transformer on MobileNet beats plain MobileNet: gender accuracy | not run yet |" in text
     assert "| Xception gives the best evaluation metrics (Sec. 4.3, 5) | not run yet |" in text
