@@ -30,192 +30,28 @@ output folder that cannot be written, stops the run with a one-line error.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from agegender.data.samples import UNDECODABLE_REASON, escaped_name, undecodable
+from agegender.data.samples import UNDECODABLE_REASON
 from agegender.errors import DataError
 from agegender.preprocess import FaceCrop, Preprocessing, decode_heads, from_record, load_faces, load_spec, \
     to_model_input, tta_views
+from agegender.predict_faces import (  # noqa: F401
+    DEFAULT_THRESHOLDS, DETECT_MAX_SIDE, IMAGE_EXTS, MTCNN_BASE_FACE, VIDEO_EXTS, Detection, MTCNNDetector,
+    WholeImageDetector, _exif_upright, _has_gpu, _padded_slice, crop_face, expand_inputs, make_detector, read_image)
+from agegender.predict_output import (  # noqa: F401
+    _COLOURS, CSV_FIELDS, annotate, describe_model, face_label, write_csv, write_json)
 
 __all__ = ["DEFAULT_THRESHOLDS", "Detection", "MTCNNDetector", "WholeImageDetector", "Predictor", "crop_face",
            "load_run", "measure_face_crop", "predict_paths", "read_image"]
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
-#: MTCNN stage thresholds (P-Net, R-Net, O-Net): FaceNet's classic values (the ``mtcnn`` package's
-#: defaults are 0.6 / 0.7 / 0.8). Lower them (``--det-thresholds 0.5 0.5 0.5``) for drawn or
-#: low-quality faces, at the cost of more false detections.
-DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
-MTCNN_BASE_FACE = 20  # the face size MTCNN's pyramid starts at; --min-face rescales the image to it
-DETECT_MAX_SIDE = 2000  # larger photographs are downscaled for detection only (faces are cropped at full size)
-
-
-# --------------------------------------------------------------------------------------------
-# detection
-
-
-@dataclasses.dataclass
-class Detection:
-    """A face: ``box`` ``(x, y, w, h)`` in image pixels (floats, may reach outside the image),
-    detector confidence and MTCNN's five landmarks (``None`` for the whole-image detector)."""
-
-    box: tuple
-    score: float
-    keypoints: dict | None = None
-
-    def clipped_box(self, width: int, height: int) -> list[int]:
-        """``[x, y, w, h]`` as integers, clipped to the image."""
-        x, y, w, h = self.box
-        x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
-        x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
-        return [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
-
-
-class WholeImageDetector:
-    """``--detector none``: the whole image is one face (dataset crops)."""
-
-    name = "none"
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        return [Detection((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 1.0, None)]
-
-
-class MTCNNDetector:
-    """MTCNN (``mtcnn`` package) with a working ``min_face`` and a cap on the detection resolution.
-
-    ``mtcnn`` 1.0 builds its image pyramid as if the smallest face were 20 px: a larger
-    ``min_face_size`` makes its last pyramid levels smaller than P-Net's 12 px window and the
-    call fails. Instead the image is rescaled by ``20 / min_face`` (and so that its longer
-    side is at most ``max_side``) and searched for faces of 20 px and more; boxes and
-    landmarks are mapped back to the original pixels.
-    """
-
-    name = "mtcnn"
-
-    def __init__(self, min_face: int = MTCNN_BASE_FACE, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                 max_side: int = DETECT_MAX_SIDE):
-        if min_face < 4:
-            raise DataError(f"--min-face {min_face} is too small", fix="pass --min-face 4 or more (pixels)")
-        if len(thresholds) != 3 or not all(0 < t < 1 for t in thresholds):
-            raise DataError(f"detector thresholds must be three numbers in (0, 1), got {list(thresholds)}",
-                            fix="pass --det-thresholds P R O, e.g. 0.6 0.7 0.7")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from mtcnn import MTCNN
-
-        self.min_face = int(min_face)
-        self.thresholds = tuple(float(t) for t in thresholds)
-        self.max_side = int(max_side)
-        self._mtcnn = MTCNN(device="CPU:0" if not _has_gpu() else "GPU:0")
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        import cv2
-
-        height, width = image.shape[:2]
-        factor = min(4.0, MTCNN_BASE_FACE / self.min_face, self.max_side / max(height, width))
-        if min(height, width) * factor < MTCNN_BASE_FACE:  # no 20 px face fits: P-Net would fail
-            return []
-        work = image
-        if abs(factor - 1.0) > 1e-6:
-            size = (max(1, int(round(width * factor))), max(1, int(round(height * factor))))
-            work = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-            fx, fy = size[0] / width, size[1] / height
-        else:
-            fx = fy = 1.0
-        p, r, o = self.thresholds
-        try:
-            found = self._mtcnn.detect_faces(np.ascontiguousarray(work), fit_to_image=False,
-                                             min_face_size=MTCNN_BASE_FACE, threshold_pnet=p, threshold_rnet=r,
-                                             threshold_onet=o)
-        except (ValueError, IndexError) as err:  # mtcnn 1.0 fails on some degenerate pyramids: no face
-            print(f"warning: MTCNN failed on a {width}x{height} image ({type(err).__name__}); no face taken",
-                  file=sys.stderr)
-            return []
-        faces = []
-        for face in found or []:
-            x, y, w, h = (float(v) for v in face["box"])
-            box = (x / fx, y / fy, w / fx, h / fy)
-            if max(box[2], box[3]) < self.min_face:
-                continue
-            keypoints = {k: (float(v[0]) / fx, float(v[1]) / fy) for k, v in (face.get("keypoints") or {}).items()}
-            faces.append(Detection(box, float(face["confidence"]), keypoints or None))
-        return sorted(faces, key=lambda d: (d.box[0], d.box[1]))
-
-
-def _has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-def make_detector(name: str = "mtcnn", *, min_face: int = MTCNN_BASE_FACE,
-                  thresholds: Sequence[float] = DEFAULT_THRESHOLDS):
-    if hasattr(name, "detect"):  # an already built detector
-        return name
-    if name == "none":
-        return WholeImageDetector()
-    if name == "mtcnn":
-        return MTCNNDetector(min_face=min_face, thresholds=thresholds)
-    raise DataError(f"unknown detector {name!r}", fix="use --detector mtcnn or --detector none")
-
-
-# --------------------------------------------------------------------------------------------
-# cropping
-
-
-def crop_face(image: np.ndarray, detection: Detection, face: FaceCrop, *, whole_image: bool = False) -> np.ndarray:
-    """The face crop (uint8 RGB, native resolution) the model expects for ``detection``.
-
-    ``whole_image`` (the ``none`` detector): the image itself, untouched, as a dataset crop.
-    Otherwise the :class:`~agegender.preprocess.FaceCrop` rectangle around the box, rotated
-    to level the eyes when ``face.alignment == "eyes"`` and landmarks are known; pixels
-    outside the image are padded (``face.pad``).
-    """
-    if whole_image:
-        return image
-    import cv2
-
-    x, y, w, h = detection.box
-    side = max(w, h) * (1.0 + 2.0 * face.margin)
-    out_w = max(1, int(round(side)))
-    out_h = max(1, int(round(side * face.aspect)))
-    cx, cy = x + w / 2.0, y + h / 2.0 + face.shift_y * out_h
-    angle = 0.0
-    if face.alignment == "eyes" and detection.keypoints and {"left_eye", "right_eye"} <= set(detection.keypoints):
-        (lx, ly), (rx, ry) = detection.keypoints["left_eye"], detection.keypoints["right_eye"]
-        angle = math.degrees(math.atan2(ry - ly, rx - lx))
-    border = cv2.BORDER_REPLICATE if face.pad == "edge" else cv2.BORDER_CONSTANT
-    if abs(angle) < 0.5:  # axis-aligned: copy pixels, no resampling
-        x0, y0 = int(round(cx - out_w / 2.0)), int(round(cy - out_h / 2.0))
-        return _padded_slice(image, x0, y0, out_w, out_h, border)
-    matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)  # counter-clockwise by the eye-line angle: level eyes
-    matrix[0, 2] += out_w / 2.0 - cx
-    matrix[1, 2] += out_h / 2.0 - cy
-    return cv2.warpAffine(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=border,
-                          borderValue=(0, 0, 0))
-
-
-def _padded_slice(image: np.ndarray, x0: int, y0: int, w: int, h: int, border: int) -> np.ndarray:
-    import cv2
-
-    height, width = image.shape[:2]
-    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(width, x0 + w), min(height, y0 + h)
-    if sx1 <= sx0 or sy1 <= sy0:  # entirely outside: a blank crop
-        return np.zeros((h, w, 3), np.uint8)
-    part = image[sy0:sy1, sx0:sx1]
-    pads = (sy0 - y0, y0 + h - sy1, sx0 - x0, x0 + w - sx1)
-    if any(pads):
-        part = cv2.copyMakeBorder(np.ascontiguousarray(part), *pads, border, value=(0, 0, 0))
-    return np.ascontiguousarray(part)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,73 +203,6 @@ def _flatten_views(views):
 
     shape = tf.shape(views)
     return tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
-
-
-# --------------------------------------------------------------------------------------------
-# reading inputs
-
-
-def read_image(path) -> np.ndarray:
-    """uint8 RGB pixels of an image file, decoded as the training pipeline decodes (TensorFlow), EXIF-rotated.
-
-    Raises a one-line :class:`DataError` naming the cause when the file is not a usable image.
-    """
-    from agegender.data.pipeline import check_images
-
-    path = Path(path)
-    checked = check_images([path])
-    fix = "check the file (re-download or re-export it as JPEG/PNG), or leave it out"
-    if checked.skipped:
-        raise DataError(f"unreadable image ({checked.skipped[0]['reason']})", path=path, fix=fix)
-    import tensorflow as tf
-
-    try:
-        data = tf.io.read_file(str(path))
-        image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8).numpy()
-    except (tf.errors.OpError, ValueError) as err:
-        from agegender.data.pipeline import _tf_message
-
-        raise DataError(f"unreadable image (TensorFlow cannot decode it: {_tf_message(err)})", path=path,
-                        fix=fix) from None
-    return _exif_upright(path, image)
-
-
-def _exif_upright(path: Path, image: np.ndarray) -> np.ndarray:
-    """Apply the EXIF orientation (phone photographs store pixels sideways); TensorFlow ignores it."""
-    try:
-        from PIL import Image
-
-        with Image.open(path) as handle:
-            orientation = handle.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - no EXIF: as decoded
-        return image
-    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-           5: lambda a: np.transpose(a, (1, 0, 2)), 6: lambda a: np.rot90(a, -1),
-           7: lambda a: np.rot90(a, -1)[::-1], 8: lambda a: np.rot90(a, 1)}  # as PIL's ImageOps.exif_transpose
-    op = ops.get(orientation)
-    return np.ascontiguousarray(op(image)) if op else image
-
-
-def expand_inputs(inputs: Iterable) -> list[tuple[str, str, str | None]]:
-    """``(path, kind, problem)`` per input: kind ``image`` / ``video`` / ``missing``; folders are walked (sorted)."""
-    out = []
-    for item in inputs:
-        path = Path(item)
-        if undecodable(str(path)):  # bytes that are not UTF-8 in the name: reported escaped, never fatal
-            out.append((escaped_name(str(path)), "missing", UNDECODABLE_REASON))
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
-            if not found:
-                out.append((str(path), "missing", "folder holds no images or videos "
-                                                  f"({', '.join(sorted(IMAGE_EXTS | VIDEO_EXTS))})"))
-            out.extend((escaped_name(str(p)), "missing", UNDECODABLE_REASON) if undecodable(str(p)) else
-                       (str(p), "video" if p.suffix.lower() in VIDEO_EXTS else "image", None) for p in found)
-        elif path.is_file():
-            out.append((str(path), "video" if path.suffix.lower() in VIDEO_EXTS else "image", None))
-        else:
-            out.append((str(path), "missing", "file not found"))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,129 +361,6 @@ def _rounded(face: dict) -> dict:
     for key, value in face.items():
         out[key] = round(value, 2 if key == "age" else 4) if isinstance(value, float) else value
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# annotation and tables
-
-
-_COLOURS = {"female": (235, 90, 140), "male": (60, 140, 235)}
-
-
-def face_label(face: dict) -> str:
-    parts = []
-    if "gender" in face:
-        parts.append(f"{face['gender']} {face['gender_prob']:.0%}")
-    if "age" in face:
-        age = f"{face['age']:.0f} y"
-        if "age_group" in face:
-            age += f" [{face['age_group']}]"
-        parts.append(age)
-    if "race" in face:
-        parts.append(f"{face['race']} {face['race_prob']:.0%}")
-    return ", ".join(parts)
-
-
-def annotate(image: np.ndarray, faces: list[dict], path: Path) -> Path:
-    """Write ``image`` with a box and a label per face as PNG (atomically)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    canvas = Image.fromarray(image).convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    size = max(11, min(32, int(round(max(canvas.size) / 45))))
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType sizes
-        font = ImageFont.load_default()
-    width = max(2, size // 6)
-    if not faces:
-        draw.text((4, 4), "no face found", fill=(255, 60, 60), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
-    for face in faces:
-        x, y, w, h = face["box"]
-        colour = _COLOURS.get(str(face.get("gender", "")).lower(), (250, 200, 40))
-        draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
-        text = face_label(face)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left, bottom - top
-        ty = y - th - 2 * width if y - th - 2 * width >= 0 else min(canvas.size[1] - th - 2, y + h + width)
-        draw.rectangle([x, ty, x + tw + 2 * width, ty + th + 2 * width], fill=colour)
-        draw.text((x + width - left, ty + width - top), text, fill=(0, 0, 0), font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="PNG")
-    return path
-
-
-CSV_FIELDS = ("input", "frame", "time_s", "face", "x", "y", "w", "h", "det_score", "age", "age_group",
-              "age_group_prob", "gender", "gender_prob", "race", "race_prob", "error", "note", "model")
-
-
-def write_csv(entries: list[dict], path, model: str = "") -> Path:
-    """One row per face; an input without faces gets one row with its error or note; ``model`` names the
-    model (run) that predicted, in every row."""
-    import io
-
-    from agegender import atomic
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for entry in entries:
-        base = {"input": entry["input"], "frame": entry.get("frame", ""), "time_s": entry.get("time_s", ""),
-                "model": model}
-        if not entry.get("faces"):
-            writer.writerow({**base, "error": entry.get("error", ""), "note": "" if entry.get("error") else
-                             "no face found"})
-            continue
-        for i, face in enumerate(entry["faces"]):
-            x, y, w, h = face["box"]
-            writer.writerow({**base, "face": i, "x": x, "y": y, "w": w, "h": h,
-                             **{k: v for k, v in face.items() if k != "box"}})
-    atomic.write_text(Path(path), buffer.getvalue())
-    return Path(path)
-
-
-def write_json(entries: list[dict], path, model: dict | None = None, warnings: list[str] | None = None) -> Path:
-    """``{"model": {...}, "warnings": [...], "results": [one entry per input or frame]}``."""
-    from agegender import atomic
-
-    document = {"model": model or {}, "warnings": list(warnings or []), "results": entries}
-    atomic.write_text(Path(path), json.dumps(document, indent=1) + "\n")
-    return Path(path)
-
-
-def describe_model(model_path, record_path) -> tuple[dict, list[str]]:
-    """What made the predictions (model file, run, reproduction, experiment, data kind) and the warnings
-    its record calls for: a ``--smoke`` run, generated training data, a run that did not finish."""
-    from agegender.records import read_record
-
-    if model_path is None:
-        return {"model": "<in-memory model>"}, []
-    info: dict = {"model": str(model_path)}
-    record = read_record(record_path) if record_path is not None and Path(record_path).is_file() else None
-    if record is None:
-        return info, [f"{model_path}: no run record beside the model: which run made it is unknown"]
-    info.update({"run": str(Path(record_path).parent), "reproduction": record.get("reproduction"),
-                 "experiment": record.get("experiment"), "run_id": record.get("run_id"),
-                 "paper": record.get("paper"), "status": record.get("status"),
-                 "data_kind": (record.get("data") or {}).get("kind")})
-    config, deviations = record.get("config") or {}, record.get("deviations") or {}
-    notes = " ".join(str(c.get("note", "")) for c in record.get("cells") or [] if isinstance(c, dict))
-    smoke = bool(config.get("smoke") or deviations.get("smoke") or "SMOKE RUN" in notes
-                 or "smoke" in str(record.get("experiment", "")).lower())
-    info["smoke"] = smoke
-    warnings = []
-    where = f"{info['reproduction']}/{info['experiment']}/{info['run_id']}"
-    if smoke:
-        warnings.append(f"the model is a SMOKE RUN ({where}): a path check trained for an epoch or two on a few "
-                        "small images; its predictions mean nothing")
-    if info["data_kind"] == "generated":
-        warnings.append(f"the model was trained on generated faces ({where}): its predictions on photographs mean "
-                        "nothing")
-    if record.get("status") not in (None, "complete"):
-        warnings.append(f"the run did not finish (status {record.get('status')!r}, {where}): the model is its best "
-                        "checkpoint so far")
-    return info, warnings
 
 
 # --------------------------------------------------------------------------------------------
