@@ -8,7 +8,7 @@ TensorFlow or network access (issue 20 item 4).
                                 under KERAS_BACKEND=jax into OUT (default out/)
     build/gpu-kit/README.md     what is inside, what the box needs, what the run writes
     build/gpu-kit/kit.json      the commit, the wheels, the pack's settings and every part's size
-    build/gpu-kit/src.tar.gz    the project at HEAD (``git archive``: tracked files only; 0.7 MB compressed, 2.3 MB
+    build/gpu-kit/src.tar.gz    the project at HEAD (``git archive``: tracked files bar results/runs and results/figures; 0.6 MB compressed, 2.3 MB
                                 as files), unpacked by run.sh into .src/
     build/gpu-kit/wheels/       Keras and the dependencies a JAX image lacks, CPython 3.12 x86-64 (WHEELS)
     build/gpu-kit/data/utkface.bundle
@@ -150,6 +150,11 @@ def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+# committed run records and their figures grow with every run (3 MB compressed after Speziali's first seed) and the
+# box writes its own: the kit's source leaves them out
+SRC_EXCLUDED = ("results/runs", "results/figures")
+
+
 def build_kit(data_dir, out, *, quality: int = 60, wheels_cache=None, limit_mb: float = LIMIT_BYTES / 1e6,
               workers: int | None = None, revision: str = "HEAD", pack_dir=None) -> dict:
     """Write the kit (module docstring) into ``out`` and return its summary (also ``kit.json``).
@@ -166,7 +171,8 @@ def build_kit(data_dir, out, *, quality: int = 60, wheels_cache=None, limit_mb: 
     commit = _git("rev-parse", revision).strip()
     src = out / "src.tar.gz"
     shutil.rmtree(out / "src", ignore_errors=True)  # an older kit's unpacked copy
-    _git("archive", "--format=tar.gz", f"--prefix={commit[:12]}/", "-o", str(src.resolve()), revision)
+    _git("archive", "--format=tar.gz", f"--prefix={commit[:12]}/", "-o", str(src.resolve()), revision, "--",
+         ".", *(f":(exclude){path}" for path in SRC_EXCLUDED))
     requirements = wheel_requirements()
     wheels = out / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
