@@ -7,7 +7,8 @@ from pathlib import Path
 from agegender.bench_pipeline import ROOT, _files, default_images, gpus, machine_facts
 
 
-TRAIN_MODELS = ("levi_multitask", "dual_cnn", "xception_transfer", "efficientnet_b4", "dey_mobilenet", "dey_transformer")
+TRAIN_MODELS = ("levi_multitask", "dual_cnn", "xception_transfer", "efficientnet_b4", "dey_mobilenet", "dey_transformer",
+                "dey_xception")
 # precision policy, optionally "+xla" (jit_compile=True); issue 9 (GPU) and issue 17 (CPU: AVX-512 BF16 / AMX)
 TRAIN_MODES = ("float32", "float32+xla", "mixed_bfloat16", "mixed_bfloat16+xla", "mixed_float16",
                "mixed_float16+xla")
@@ -29,6 +30,7 @@ _TRAIN_ENTRIES = {
     "efficientnet_b4": ("gu_yang/efficientnet_b4", {"weights": None, "n_groups": 10, "tasks": ("age",)}, 224),
     "dey_mobilenet": ("dey_aggarwal/mobilenet", {"weights": None}, 224),
     "dey_transformer": ("dey_aggarwal/transformer", {"weights": None}, 224),
+    "dey_xception": ("dey_aggarwal/xception", {"weights": None}, 224),
 }
 
 
