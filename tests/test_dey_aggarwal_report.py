@@ -235,3 +235,39 @@ def test_a_real_smoke_record_is_read(tmp_path):
            f"{test['gender_report']['majority_baseline']:.3f} | 0.94 |" in text
     assert (f"| age MAE (age / 65; years) | MobileNet | 1 | {test['age_mae']:.3f} ({test['age_mae_years']:.2f} "
             "years) |") in text
+
+
+def _bench(folder, backbone, rows, busy=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"train_dey_{backbone}.json").write_text(json.dumps(
+        {"benchmark": "train", "model": f"dey_{backbone}", "busy": busy, "rows": rows}))
+
+
+def test_what_a_run_takes_is_scaled_by_the_measured_runs(runs, tmp_path):
+    """Issue 22 item 2: the benchmark's images/s per mode, the paper's 10 epochs at that rate, scaled by the real
+    runs' measured s/epoch over their own backbone's benchmarked steps; the fastest idle mode decides for Xception."""
+    from results.dey_aggarwal import report
+
+    bench = tmp_path / "bench"
+    _bench(bench, "mobilenet", [{"mode": "mixed_bfloat16", "img_s": 50.0, "pipeline_img_s": 45.0, "busy": False}])
+    _bench(bench, "xception", [{"mode": "float32", "img_s": 8.0, "pipeline_img_s": 7.5, "busy": False},
+                               {"mode": "mixed_bfloat16", "img_s": 16.0, "pipeline_img_s": 15.0, "busy": False},
+                               {"mode": "mixed_bfloat16+xla", "img_s": 40.0, "pipeline_img_s": 30.0, "busy": True}])
+    text = report(runs, PUBLISHED, bench)
+    section = _section(text, "## What a from-scratch run takes on this machine")
+    ratio = 250.0 / (9000 / 45.0)  # the fixture's runs: 250 s per epoch, 9,000 training faces
+    steps = 10 * 9000 / 7.5 / 3600
+    assert f"| Xception | float32 | 7.5 | no | {steps:.2f} | {steps * ratio:.2f} |" in section
+    assert f"| Xception | mixed_bfloat16+xla | 30.0 | yes |" in section
+    assert "| Transformer | not measured |" in section
+    assert f"mean ratio of measured seconds per epoch to benchmarked training steps over the real runs (MobileNet " \
+           f"{ratio:.2f})" in section
+    bf16 = 10 * 9000 / 15.0 / 3600 * ratio  # 2.08 h: the busy XLA row, faster on paper, is not chosen
+    assert f"the fastest measured mode is mixed_bfloat16, about {bf16:.1f} h" in section and "so it runs here" in section
+    assert "precision pilot" in section
+
+    _bench(bench, "xception", [{"mode": "float32", "img_s": 8.0, "pipeline_img_s": 7.5, "busy": False}])
+    section = _section(report(runs, PUBLISHED, bench), "## What a from-scratch run takes on this machine")
+    assert f"about {steps * ratio:.1f} h for the paper's 10 epochs: over the three hours" in section
+    assert "precision pilot" not in section
+    assert "No Dey & Aggarwal training benchmark yet" in report(runs, PUBLISHED, tmp_path / "none")
