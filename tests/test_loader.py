@@ -110,6 +110,32 @@ def test_shuffle_is_a_uniform_permutation_per_epoch(tmp_path):
     assert [b[1]["age"].ravel().tolist() for b in evaluation] == [[0, 1, 2], [3]]
 
 
+def test_batches_prepared_in_this_process_run_blas_on_one_thread(tmp_path, monkeypatch):
+    """workers=0: numpy's BLAS is limited to one thread while a batch is made (OpenBLAS's threads beside the
+    training framework's slowed the resize ~16x on 2 busy cores), and given its threads back after."""
+    from threadpoolctl import threadpool_info
+
+    import agegender.data.loader as loader
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("numpy's BLAS runs one thread here already (one core, or a BLAS threadpoolctl cannot see)")
+    seen = []
+    make = loader._make_batch
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return make(*args)
+
+    monkeypatch.setattr(loader, "_make_batch", spy)
+    batches = Batches(_pngs(tmp_path, 4), AGE, image_size=16, batch_size=2, workers=0)
+    assert len(list(batches)) == 2
+    assert seen == [[1] * len(before)] * 2 and blas_threads() == before
+
+
 def test_augmentation_is_applied_in_training_only(tmp_path):
     frame = _pngs(tmp_path, 6)
     pixels = [resize_uint8(np.asarray(Image.open(p)), 24) for p in frame["path"]]
