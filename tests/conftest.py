@@ -57,3 +57,21 @@ def coral_dir(shared_data) -> Path:
     if not path.is_dir():
         pytest.skip(f"CORAL csv files not found at {path}")
     return path
+
+
+# the predict and export tests' fake run folder (a tiny random-weight model) and real photograph, made once per module
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from tests.helpers import _spec, _tiny_model, _write_run
+
+    return _write_run(tmp_path_factory.mktemp("runs") / "tiny" / "run1", _tiny_model(), _spec())
+
+
+@pytest.fixture(scope="module")
+def astronaut_png(tmp_path_factory):
+    import skimage.data
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(path)
+    return path

@@ -97,13 +97,6 @@ def bad_adience(tmp_path_factory):
     return _spoil(root)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from tests.test_predict import _spec, _tiny_model, _write_run
-
-    return _write_run(tmp_path_factory.mktemp("runs") / "tiny" / "run1", _tiny_model(), _spec())
-
-
 def _main(module: str):
     import importlib
 

@@ -1,8 +1,9 @@
-"""``python -m agegender predict`` / ``export`` (issue 8): detection, cropping, preprocessing, decoding, outputs.
-
-Tiny random-weight models built here and fake run folders stand in for trained runs (no
-training). MTCNN is loaded once per module.
-"""
+"""``python -m agegender predict`` (issue 8): face detection (MTCNN, loaded once per module) on a real photograph
+and on drawn faces, prediction in batches, with test-time augmentation, without a detector and on video,
+per-input errors of one line while the run goes on, the command's errors and help, a model that does not match
+its spec, latency and the UTKFace crop geometry, and (issue 21) the output naming its model, warning for a
+smoke run. Tiny random-weight models and fake run folders (``tests/helpers.py``; ``run_dir`` and
+``astronaut_png`` in ``tests/conftest.py``) stand in for trained runs (no training)."""
 
 from __future__ import annotations
 
@@ -14,46 +15,14 @@ import numpy as np
 import pytest
 
 from agegender.errors import DataError
-from agegender.preprocess import (ADIENCE_GROUP_AGES, FACE_PRESETS, FaceCrop, Head, Preprocessing, decode_heads,
-                                  from_record, preprocess_faces, resize_uint8, to_model_input, tta_views)
+from agegender.preprocess import FACE_PRESETS, decode_heads, preprocess_faces, resize_uint8, tta_views
+from tests.helpers import _spec, _tiny_model, _write_run
 
 ASTRONAUT_FACE = (180, 64, 265, 171)  # x0, y0, x1, y1 of the face in skimage's 512x512 astronaut
 
 
 # --------------------------------------------------------------------------------------------
 # fixtures
-
-
-def _tiny_model(size=32, *, race_name="race", gender_units=1):
-    import keras
-
-    inputs = keras.Input((size, size, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = {"age": keras.layers.Dense(1, name="age")(x),
-               "gender": keras.layers.Dense(gender_units, activation="sigmoid" if gender_units == 1 else "softmax",
-                                            name="gender")(x),
-               race_name: keras.layers.Dense(5, activation="softmax", name=race_name)(x)}
-    return keras.Model(inputs, outputs)
-
-
-def _spec(**changes):
-    base = dict(input_size=32, load_size=40, pixel_scale=1.0, face=FACE_PRESETS["utkface"],
-                heads={"age": Head.age_regression(scale=0.1, offset=30), "gender": Head.gender_sigmoid(),
-                       "race": Head.race_softmax()})
-    base.update(changes)
-    return Preprocessing(**base)
-
-
-def _write_run(folder: Path, model, spec: Preprocessing | None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "model.keras")
-    record = {"schema": 1, "reproduction": "test", "experiment": "tiny", "status": "complete"}
-    if spec is not None:
-        record["preprocessing"] = spec.to_dict()
-    (folder / "record.json").write_text(json.dumps(record), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -63,21 +32,6 @@ def detector():
     return MTCNNDetector()
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return _write_run(tmp_path_factory.mktemp("runs") / "tiny" / "run1", _tiny_model(), _spec())
-
-
-@pytest.fixture(scope="module")
-def astronaut_png(tmp_path_factory):
-    import skimage.data
-    from PIL import Image
-
-    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
-    Image.fromarray(skimage.data.astronaut()).save(path)
-    return path
-
-
 def _iou(a, b):
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
@@ -85,206 +39,6 @@ def _iou(a, b):
     ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
     inter = iw * ih
     return inter / (aw * ah + bw * bh - inter)
-
-
-# --------------------------------------------------------------------------------------------
-# preprocessing: one function, equal to the evaluation pipeline
-
-
-@pytest.mark.parametrize("image_size,load_size,pixel_scale,fmt,shape", [
-    (227, 256, 1.0, "png", None),        # Levi & Hassner: 256 -> centre 227, raw pixels
-    (64, 64, 1 / 255, "jpg", (150, 200)),  # no crop, [0, 1] pixels, a non-square JPEG
-])
-def test_preprocess_matches_build_dataset(tmp_path, astronaut_png, image_size, load_size, pixel_scale, fmt, shape):
-    import pandas as pd
-    import skimage.data
-    from PIL import Image
-
-    from agegender.data.pipeline import Target, build_dataset
-    from agegender.predict import read_image
-
-    image = skimage.data.astronaut()
-    if shape is not None:
-        image = np.asarray(Image.fromarray(image).resize(shape[::-1]))
-    path = tmp_path / f"face.{fmt}"
-    Image.fromarray(image).save(path)
-    frame = pd.DataFrame({"path": [str(path)], "age": [30.0]})
-    ds = build_dataset(frame, {"age": Target("age", "regression")}, image_size=image_size, load_size=load_size,
-                       pixel_scale=pixel_scale, batch_size=1, cache=False)
-    expected = next(iter(ds))[0].numpy()
-    spec = _spec(input_size=image_size, load_size=load_size, pixel_scale=pixel_scale)
-    got = preprocess_faces(read_image(path), spec).numpy()
-    assert got.shape == expected.shape == (1, image_size, image_size, 3)
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-
-
-def test_matmul_resize_equals_tf_resize():
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    for height, width, size in [(512, 512, 227), (37, 211, 64), (13, 13, 227), (200, 200, 200), (300, 451, 128),
-                                (200, 200, 128), (150, 250, 160), (255, 90, 128)]:  # the last three: bilinear
-        image = tf.constant(rng.integers(0, 256, (height, width, 3)).astype(np.uint8))
-        a = resize_uint8(image, size).numpy().astype(int)
-        b = resize_uint8(image, size, method="matmul").numpy().astype(int)
-        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
-
-
-def test_resize_antialiases_from_a_factor_of_two():
-    import tensorflow as tf
-
-    from agegender.preprocess import ANTIALIAS_FROM
-
-    rng = np.random.default_rng(2)
-    for height, width, size in [(200, 200, 128), (255, 90, 128), (256, 256, 128), (816, 816, 227), (64, 64, 128)]:
-        image = tf.constant(rng.integers(0, 256, (height, width, 3)).astype(np.uint8))
-        antialias = max(height, width) >= ANTIALIAS_FROM * size
-        reference = tf.image.resize(image, (size, size), antialias=antialias)
-        expected = tf.cast(tf.clip_by_value(tf.round(reference), 0, 255), tf.uint8).numpy()
-        np.testing.assert_array_equal(resize_uint8(image, size).numpy(), expected)
-        other = tf.image.resize(image, (size, size), antialias=not antialias)
-        if size < max(height, width):  # a downscale: the two kernels differ, so the test can tell them apart
-            assert np.abs(tf.round(other).numpy() - expected).max() > 0
-
-
-def test_tta_views_order_and_count():
-    spec = _spec(input_size=32, load_size=40)
-    loaded = np.random.default_rng(1).integers(0, 256, (2, 40, 40, 3)).astype(np.uint8)
-    views = tta_views(loaded, spec).numpy()
-    assert views.shape == (2, 10, 32, 32, 3)
-    np.testing.assert_array_equal(views[:, 0], to_model_input(loaded, spec).numpy())  # view 0: the eval input
-    np.testing.assert_array_equal(views[:, 5], views[:, 0][:, :, ::-1])  # view 5: its mirror
-    np.testing.assert_array_equal(views[:, 1], loaded[:, :32, :32].astype("float32"))  # top-left
-    flat = tta_views(loaded[:, 4:36, 4:36], _spec(input_size=32, load_size=32)).numpy()
-    assert flat.shape == (2, 2, 32, 32, 3)  # no larger image to crop from: the face and its mirror
-
-
-# --------------------------------------------------------------------------------------------
-# the spec and the record
-
-
-def test_spec_round_trip_and_validation():
-    spec = _spec(heads={"age": Head.adience_groups(), "gender": Head.gender_softmax(),
-                        "race": Head.race_softmax("ethnicity")})
-    data = json.loads(json.dumps(spec.to_dict()))
-    assert Preprocessing.from_dict(data) == spec
-    assert data["heads"]["race"]["output"] == "ethnicity" and data["face"]["alignment"] == "eyes"
-    assert Preprocessing.from_dict({"input_size": 64, "heads": {"age": {"kind": "regression"}}}).load_size == 64
-    with pytest.raises(ValueError, match="gender head kind"):
-        _spec(heads={"gender": Head("regression", "gender")})
-    with pytest.raises(ValueError, match="load_size"):
-        _spec(input_size=64, load_size=32)
-    with pytest.raises(ValueError, match="alignment"):
-        FaceCrop(alignment="sideways")
-    with pytest.raises(ValueError, match="one value"):
-        _spec(heads={"age": Head("groups", "age", labels=("a", "b"), values=(1.0,))})
-
-
-def test_record_without_preprocessing_is_one_line_error(tmp_path):
-    with pytest.raises(DataError) as err:
-        from_record({"status": "complete"}, tmp_path / "record.json")
-    message = str(err.value)
-    assert "\n" not in message and "record.json" in message and "lacks preprocessing" in message
-    assert "fix:" in message
-
-
-def test_gu_yang_groups_values():
-    head = Head.gu_yang_groups(3)
-    assert head.labels == ("1-26", "27-52", "53-80") and head.values == (13.5, 39.5, 66.5)
-    assert len(Head.gu_yang_groups(10).labels) == 10
-
-
-# --------------------------------------------------------------------------------------------
-# head decoding, every kind
-
-
-def test_decode_regression_sigmoid_and_groups():
-    spec = _spec(heads={"age": Head.age_regression(scale=1 / 40, offset=21)})  # Sundriyal: (age - 21) / 40
-    assert decode_heads({"age": np.array([[0.5], [0.0]])}, spec) == [{"age": 41.0}, {"age": 21.0}]
-    spec = _spec(heads={"age": Head.age_sigmoid(65)})  # Dey: sigmoid of age / 65
-    assert decode_heads({"age": np.array([[0.4]])}, spec)[0]["age"] == pytest.approx(26.0)
-    spec = _spec(heads={"age": Head.adience_groups()})
-    probs = np.zeros((2, 8))
-    probs[0, 4] = 1.0
-    probs[1, [2, 3]] = 0.5
-    out = decode_heads({"age": probs}, spec)
-    assert out[0] == {"age": 28.5, "age_group": "(25, 32)", "age_group_prob": 1.0}
-    assert out[1]["age"] == pytest.approx((ADIENCE_GROUP_AGES[2] + ADIENCE_GROUP_AGES[3]) / 2)
-    assert out[1]["age_group"] in ("(8, 12)", "(15, 20)") and out[1]["age_group_prob"] == pytest.approx(0.5)
-    spec = _spec(heads={"age": Head.gu_yang_groups(3)})
-    out = decode_heads({"age": np.array([[0.1, 0.2, 0.7]])}, spec)[0]
-    assert out["age_group"] == "53-80" and out["age"] == pytest.approx(0.1 * 13.5 + 0.2 * 39.5 + 0.7 * 66.5)
-
-
-def test_decode_gender_and_race():
-    spec = _spec(heads={"gender": Head.gender_sigmoid(), "race": Head.race_softmax("ethnicity")})
-    out = decode_heads({"gender": np.array([[0.9], [0.2]]),
-                        "ethnicity": np.array([[0.1, 0.6, 0.1, 0.1, 0.1], [0.7, 0.1, 0.1, 0.05, 0.05]])}, spec)
-    assert out[0] == {"gender": "female", "gender_prob": pytest.approx(0.9), "race": "black",
-                      "race_prob": pytest.approx(0.6)}
-    assert out[1]["gender"] == "male" and out[1]["gender_prob"] == pytest.approx(0.8) and out[1]["race"] == "white"
-    spec = _spec(heads={"gender": Head.gender_softmax()})
-    assert decode_heads({"gender": np.array([[0.3, 0.7]])}, spec)[0] == {"gender": "female",
-                                                                          "gender_prob": pytest.approx(0.7)}
-    with pytest.raises(DataError, match="no output named 'race'"):
-        decode_heads({"gender": np.array([[0.3, 0.7]])}, _spec(heads={"race": Head.race_softmax()}))
-    with pytest.raises(DataError, match="needs 2"):
-        decode_heads({"gender": np.array([[0.3, 0.3, 0.4]])}, spec)
-
-
-# --------------------------------------------------------------------------------------------
-# cropping
-
-
-def test_crop_face_axis_aligned_padding_and_alignment():
-    from agegender.predict import Detection, crop_face
-
-    image = np.arange(100 * 120 * 3, dtype=np.uint32).reshape(100, 120, 3).astype(np.uint8)
-    det = Detection((30.0, 20.0, 40.0, 40.0), 1.0, None)
-    np.testing.assert_array_equal(crop_face(image, det, FaceCrop()), image[20:60, 30:70])
-    wide = crop_face(image, det, FaceCrop(margin=1.0))  # 120x120 around (50, 40): x -10..110, y -20..100
-    assert wide.shape == (120, 120, 3)
-    np.testing.assert_array_equal(wide[20:, 10:], image[:, :110])
-    np.testing.assert_array_equal(wide[:20, 10:], np.repeat(image[:1, :110], 20, axis=0))  # edge padding
-    black = crop_face(image, det, FaceCrop(margin=1.0, pad="constant"))
-    assert black[:20].max() == 0 and black[:, :10].max() == 0
-    tall = crop_face(image, det, FaceCrop(aspect=1.5))
-    assert tall.shape == (60, 40, 3)
-    assert crop_face(image, det, FaceCrop(), whole_image=True) is image
-
-    # two dark "eyes" on a line tilted by 20 degrees: the aligned crop has them level
-    canvas = np.full((200, 200, 3), 255, np.uint8)
-    import cv2
-
-    angle = np.radians(20)
-    centre = np.array([100.0, 100.0])
-    left, right = centre + 30 * np.array([-np.cos(angle), -np.sin(angle)]), centre + 30 * np.array(
-        [np.cos(angle), np.sin(angle)])
-    for point in (left, right):
-        cv2.circle(canvas, tuple(int(round(v)) for v in point), 5, (0, 0, 0), -1)
-    det = Detection((60.0, 60.0, 80.0, 80.0), 1.0, {"left_eye": tuple(left), "right_eye": tuple(right)})
-    crop = crop_face(canvas, det, FaceCrop(alignment="eyes"))
-    dark = np.argwhere(crop[..., 0] < 100)
-    left_half, right_half = dark[dark[:, 1] < 40], dark[dark[:, 1] >= 40]
-    assert abs(left_half[:, 0].mean() - right_half[:, 0].mean()) < 1.5  # same row
-    assert abs(left_half[:, 0].mean() - 40) < 2  # on the centre row
-
-
-def test_read_image_applies_exif_orientation(tmp_path):
-    from PIL import Image, ImageOps
-
-    from agegender.predict import read_image
-
-    pixels = np.random.default_rng(5).integers(0, 256, (20, 30, 3)).astype(np.uint8)
-    for orientation in range(1, 9):
-        image = Image.fromarray(pixels)
-        exif = image.getexif()
-        exif[0x0112] = orientation
-        path = tmp_path / f"o{orientation}.png"
-        image.save(path, exif=exif)
-        with Image.open(path) as handle:
-            expected = np.asarray(ImageOps.exif_transpose(handle).convert("RGB"))
-        np.testing.assert_array_equal(read_image(path), expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,61 +237,6 @@ def test_model_spec_mismatch(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# export round trip
-
-
-def test_export_savedmodel_and_tflite_match_keras(tmp_path):
-    import tensorflow as tf
-
-    from agegender.export import export_model, load_tflite
-    from agegender.predict import Predictor
-
-    spec = _spec(heads={"age": Head.adience_groups(), "gender": Head.gender_softmax(),
-                        "race": Head.race_softmax("ethnicity")})
-    import keras
-
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 255.0)(inputs))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, {"age": keras.layers.Dense(8, activation="softmax", name="age")(x),
-                                 "gender": keras.layers.Dense(2, activation="softmax", name="gender")(x),
-                                 "ethnicity": keras.layers.Dense(5, activation="softmax", name="ethnicity")(x)})
-    run = _write_run(tmp_path / "run", model, spec)
-    saved = export_model(run, "savedmodel", tmp_path / "sm")
-    lite = export_model(run, "tflite", tmp_path / "m.tflite")
-    assert lite["ops"] == "builtins"
-    sidecar = json.loads(Path(lite["sidecar"]).read_text())
-    assert sidecar["labels"]["race"][0] == "white" and sidecar["preprocessing"]["input_size"] == 32
-
-    rng = np.random.default_rng(3)
-    serve = tf.saved_model.load(saved["path"]).signatures["serving_default"]
-    run_lite = load_tflite(lite["path"])
-    for shape in ((3, 71, 71, 3), (1, 150, 120, 3)):
-        crops = rng.integers(0, 256, shape).astype(np.uint8)
-        expected = Predictor(model, spec).raw(list(crops))
-        decoded = decode_heads(expected, spec)
-        for outputs, atol in ((serve(images=tf.constant(crops)), 1e-5), (run_lite(crops), 2e-3)):
-            outputs = {k: np.asarray(v) for k, v in outputs.items()}
-            for name in ("age", "gender", "ethnicity"):
-                np.testing.assert_allclose(outputs[f"raw_{name}"], expected[name], atol=atol)
-            np.testing.assert_allclose(outputs["age_years"], [d["age"] for d in decoded], atol=100 * atol)
-            assert [spec.heads["gender"].labels[i] for i in outputs["gender"]] == [d["gender"] for d in decoded]
-
-
-def test_export_onnx_optional(tmp_path, run_dir):
-    from agegender.export import export_model
-
-    try:
-        import tf2onnx  # noqa: F401
-    except ImportError:
-        with pytest.raises(DataError, match="tf2onnx"):
-            export_model(run_dir, "onnx", tmp_path / "m.onnx")
-        return
-    result = export_model(run_dir, "onnx", tmp_path / "m.onnx")
-    assert Path(result["path"]).is_file()
-
-
-# --------------------------------------------------------------------------------------------
 # latency and geometry
 
 
@@ -577,7 +276,7 @@ def test_utkface_geometry_measured_and_preset_recovers_chips(utkface_sample, det
 
 
 # --------------------------------------------------------------------------------------------
-# issue 21: predict names its model; export never removes what it did not create and checks itself
+# issue 21: predict names its model
 
 
 def test_predict_output_names_the_run_and_warns_for_a_smoke_model(tmp_path, astronaut_png, capsys):
@@ -632,109 +331,3 @@ def test_predict_skips_a_file_name_that_is_not_utf8(tmp_path, run_dir, astronaut
     assert bad["input"].endswith("bad\\xff\\xfe.png") and "not valid UTF-8" in bad["error"]
     json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
     assert "bad\\xff\\xfe.png" in (tmp_path / "p.csv").read_text(encoding="utf-8")
-
-
-@pytest.fixture()
-def tiny_run(tmp_path):
-    return _write_run(tmp_path / "runs" / "r1", _tiny_model(), _spec())
-
-
-@pytest.mark.parametrize("where", [".", "..", "run", "runs", "model"])
-def test_export_refuses_the_working_directory_and_folders_holding_the_run(where, tiny_run, tmp_path, monkeypatch,
-                                                                         capsys):
-    from agegender.__main__ import main
-
-    work = tmp_path / "work"
-    (work / "sub").mkdir(parents=True)
-    (work / "notes.txt").write_text("keep me")
-    monkeypatch.chdir(work)
-    target = {".": ".", "..": "..", "run": str(tiny_run), "runs": str(tiny_run.parent),
-              "model": str(tiny_run / "model.keras")}[where]
-    before = sorted(str(p) for p in tmp_path.rglob("*"))
-    assert main(["export", str(tiny_run), "--out", target, "--overwrite"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and " — fix: " in err and "would replace it" in err
-    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing removed, nothing left behind
-    assert (work / "notes.txt").read_text() == "keep me"
-
-
-def test_export_refuses_an_existing_path_unless_overwrite_then_swaps(tiny_run, tmp_path, capsys):
-    from agegender.__main__ import main
-    from agegender.export import export_model
-
-    report = tmp_path / "report.pdf"
-    report.write_bytes(b"%PDF-1.4 precious")
-    folder = tmp_path / "results"
-    (folder / "deep").mkdir(parents=True)
-    (folder / "deep" / "table.md").write_text("precious")
-    for target in (report, folder):
-        assert main(["export", str(tiny_run), "--out", str(target)]) == 2
-        err = capsys.readouterr().err.strip()
-        assert "non-empty" in err and "--overwrite" in err and "\n" not in err
-    assert report.read_bytes() == b"%PDF-1.4 precious" and (folder / "deep" / "table.md").read_text() == "precious"
-    # a folder that is not an earlier export is never replaced, even with --overwrite
-    assert main(["export", str(tiny_run), "--out", str(folder), "--overwrite"]) == 2
-    assert "not an earlier SavedModel export" in capsys.readouterr().err
-    assert (folder / "deep" / "table.md").read_text() == "precious"
-    # an earlier export is replaced with --overwrite: written beside, swapped in, the old one removed last
-    first = export_model(tiny_run, "savedmodel", tmp_path / "sm", check=False)
-    (Path(first["path"]) / "marker").write_text("old")
-    with pytest.raises(DataError, match="--overwrite"):
-        export_model(tiny_run, "savedmodel", tmp_path / "sm", check=False)
-    assert (tmp_path / "sm" / "marker").is_file()
-    second = export_model(tiny_run, "savedmodel", tmp_path / "sm", overwrite=True, check=False)
-    assert second["replaced"] == [str(tmp_path / "sm")] and not (tmp_path / "sm" / "marker").exists()
-    assert (tmp_path / "sm" / "saved_model.pb").is_file() and (tmp_path / "sm" / "agegender.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.pdf", "results", "runs", "sm"]  # no temporaries
-
-
-def test_an_export_that_fails_half_way_leaves_the_old_artefact(tiny_run, tmp_path, monkeypatch):
-    import agegender.export as export
-
-    export.export_model(tiny_run, "savedmodel", tmp_path / "sm", check=False)
-    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "sm").rglob("*") if p.is_file()}
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full half-way")
-
-    monkeypatch.setattr(export, "_write_savedmodel", broken)
-    with pytest.raises(RuntimeError):
-        export.export_model(tiny_run, "savedmodel", tmp_path / "sm", overwrite=True, check=False)
-    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "sm").rglob("*") if p.is_file()}
-    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["runs", "sm"]
-
-
-def test_export_check_reports_the_largest_difference_from_the_keras_model(tiny_run, tmp_path):
-    import os
-
-    import keras
-
-    from agegender.data.synth import draw_face
-    from agegender.export import check_export, export_model
-    from agegender.predict import Predictor
-
-    old = os.umask(0o022)
-    try:
-        saved = export_model(tiny_run, "savedmodel", tmp_path / "sm")
-    finally:
-        os.umask(old)
-    check = saved["check"]
-    assert check["checked"] and check["within_tolerance"] and check["max_abs_difference"] < 1e-4
-    assert set(check["per_output"]) == {"raw_age", "raw_gender", "raw_race"}
-    assert json.loads((tmp_path / "sm" / "agegender.json").read_text())["check"] == check
-    modes = {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "sm").rglob("*") if p.is_file()}
-    assert modes == {"0o644"}  # the umask's mode, not TensorFlow's 0600
-    # a different model against the same artefact: the check must report the true difference
-    spec = _spec()
-    other = _tiny_model()
-    other.set_weights([w + 0.05 for w in keras.saving.load_model(tiny_run / "model.keras").get_weights()])
-    result = check_export(other, spec, "savedmodel", tmp_path / "sm")
-    rng = np.random.default_rng(0)
-    faces = [draw_face(float(a), g, r, rng, size=s) for s, (a, g, r) in
-             zip((200, 200, 200, 200, 97, 97, 97, 97), ((4, 0, 0), (23, 1, 1), (37, 0, 2), (52, 1, 3), (61, 0, 4),
-                                                         (75, 1, 0), (18, 0, 1), (45, 1, 2)))]
-    original = keras.saving.load_model(tiny_run / "model.keras")
-    a, b = Predictor(original, spec).raw(faces), Predictor(other, spec).raw(faces)
-    expected = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
-    assert expected > 1e-3 and result["max_abs_difference"] == pytest.approx(expected, rel=1e-3, abs=1e-5)
-    assert not result["within_tolerance"]
