@@ -122,9 +122,10 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
             frame = pd.DataFrame({"path": files, "file": [Path(f).name for f in files]})
             targets = {}
             for task, shape in shapes.items():
-                frame[task] = rng.integers(0, shape, len(files)) if isinstance(shape, int) else \
-                    rng.uniform(0, 1, len(files))
-                targets[task] = Target(task, "sparse" if isinstance(shape, int) else "regression")
+                classes = shape if isinstance(shape, int) else (shape[0] if shape[0] > 1 else None)
+                frame[task] = rng.integers(0, classes, len(files)) if classes else rng.uniform(0, 1, len(files))
+                targets[task] = Target(task, "regression") if not classes else \
+                    Target(task, "sparse") if isinstance(shape, int) else Target(task, "onehot", num_classes=classes)
             images = build_dataset(frame, targets, image_size=size_used, batch_size=batch, training=True,
                                    augment=Augment(flip=True), pixel_scale=1.0, drop_remainder=True)
             images = images.map(lambda im, lab, w: (im, lab)).repeat()

@@ -271,3 +271,19 @@ def test_what_a_run_takes_is_scaled_by_the_measured_runs(runs, tmp_path):
     assert f"about {steps * ratio:.1f} h for the paper's 10 epochs: over the three hours" in section
     assert "precision pilot" not in section
     assert "No Dey & Aggarwal training benchmark yet" in report(runs, PUBLISHED, tmp_path / "none")
+
+
+def test_the_age_mae_of_a_constant_guess_comes_from_the_run_split(runs):
+    """Beside the age MAE: always answering the training split's mean age, from the run's split.csv (the age
+    task's analogue of the majority share); a run without split.csv shows none."""
+    from results.dey_aggarwal import report
+
+    folder = next((runs / "utkface_xception" / "mobilenet-scratch").glob("*-s0"))
+    rows = ["file,split,age,gender,race", "a.jpg,train,20,0,0", "b.jpg,train,40,1,1", "c.jpg,val,99,0,0",
+            "d.jpg,test,10,0,0", "e.jpg,test,50,1,2"]
+    (folder / "split.csv").write_text("\n".join(rows) + "\n")
+    guess = (abs(10 - 30) + abs(50 - 30)) / 2  # train mean 30; the validation row plays no part
+    text = report(runs, PUBLISHED)
+    assert f"| {guess / 65:.3f} ({guess:.2f} years; the training mean age) |" in text  # one of 3 MobileNet runs
+    transformer = [line for line in text.splitlines() if line.startswith("| age MAE") and "Transformer" in line]
+    assert transformer and " | – | " in transformer[0]
