@@ -232,7 +232,8 @@ def _status_lines(records, pretrained) -> list[str]:
         real = [r for r in mine if _data_key(r)[0] == "real"]
         other = len(mine) - len(real)
         command = f"`{COMMAND.format(backbone=backbone)}`"
-        real_text = (f"{len(real)} (seeds {', '.join(str(r.get('seed')) for r in real)})" if real else "not run yet")
+        real_text = (f"{len(real)} (seed{'s' if len(real) > 1 else ''} "
+                     f"{', '.join(str(r.get('seed')) for r in real)})" if real else "not run yet")
         lines.append(f"| {PAPER_ROWS[backbone]} | {real_text} | {other} | "
                      f"{command + (' (another seed: --seed N)' if real else '')} |")
     lines += ["", "Rerunning a command resumes its interrupted run (after its last completed epoch)."]
