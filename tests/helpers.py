@@ -96,3 +96,24 @@ def _write_run(folder: Path, model, spec: Preprocessing | None) -> Path:
         record["preprocessing"] = spec.to_dict()
     (folder / "record.json").write_text(json.dumps(record), encoding="utf-8")
     return folder
+
+
+# ------------------------------------------------------------------------------------------- shared fixtures
+
+
+def generated_faces(tmp_path_factory, layout: str, n: int, *, size: int, name: str | None = None) -> Path:
+    """A fresh folder of ``n`` generated faces in ``layout``'s file layout (seed 0), for module-scoped fixtures."""
+    from agegender.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp(name or layout)
+    synthesize(layout, root, n, seed=0, size=size)
+    return root
+
+
+def echo_python(folder: Path) -> tuple[Path, Path]:
+    """(a stand-in ``python`` that appends its arguments to a log, that log): what ``make PY=...`` would run."""
+    log = folder / "calls.log"
+    stub = folder / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    stub.chmod(0o755)
+    return stub, log

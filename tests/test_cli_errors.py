@@ -49,20 +49,16 @@ def _has(program: str) -> bool:
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
-    from agegender.data.synth import synthesize
+    from tests.helpers import generated_faces
 
-    root = tmp_path_factory.mktemp("faces")
-    synthesize("utkface", root, 60, seed=0, size=40)
-    return root
+    return generated_faces(tmp_path_factory, "utkface", 60, size=40, name="faces")
 
 
 @pytest.fixture(scope="module")
 def adience(tmp_path_factory):
-    from agegender.data.synth import synthesize
+    from tests.helpers import generated_faces
 
-    root = tmp_path_factory.mktemp("adience")
-    synthesize("adience", root, 60, seed=0, size=40)
-    return root
+    return generated_faces(tmp_path_factory, "adience", 60, size=40, name="adience")
 
 
 def _spoil(root: Path) -> Path:

@@ -125,10 +125,9 @@ def test_python_m_reproductions_runs_a_paper_by_its_key(capsys):
 def test_make_reproduce_paper_runs_the_papers_own_target(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    log = tmp_path / "calls.log"
-    stub = tmp_path / "python"
-    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
-    stub.chmod(0o755)
+    from tests.helpers import echo_python
+
+    stub, log = echo_python(tmp_path)
     # the sub-make of the paper's target runs its install prerequisite: a stamp of its own and no Python keep the
     # project's .venv untouched
     safe = [f"PY={stub}", "PYTHON=true", f"STAMP={tmp_path / 'stamp'}"]

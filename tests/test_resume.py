@@ -145,11 +145,9 @@ def test_train_resumes_weights_optimizer_early_stopping_and_checkpoint_exactly(t
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
-    from agegender.data.synth import synthesize
+    from tests.helpers import generated_faces
 
-    root = tmp_path_factory.mktemp("resume_faces")
-    synthesize("utkface", root, 150, seed=0, size=32)
-    return root
+    return generated_faces(tmp_path_factory, "utkface", 150, size=32, name="resume_faces")
 
 
 def _command(faces, out):

@@ -130,20 +130,16 @@ def test_smoke_mode_is_a_replace_of_the_thesis_settings():
 
 @pytest.fixture(scope="module")
 def utk_faces(tmp_path_factory):
-    from agegender.data.synth import synthesize
+    from tests.helpers import generated_faces
 
-    root = tmp_path_factory.mktemp("utk")
-    synthesize("utkface", root, 260, seed=0, size=32)
-    return root
+    return generated_faces(tmp_path_factory, "utkface", 260, size=32, name="utk")
 
 
 @pytest.fixture(scope="module")
 def celeba_faces(tmp_path_factory):
-    from agegender.data.synth import synthesize
+    from tests.helpers import generated_faces
 
-    root = tmp_path_factory.mktemp("celeba")
-    synthesize("celeba", root, 240, seed=0, size=32)
-    return root
+    return generated_faces(tmp_path_factory, "celeba", 240, size=32, name="celeba")
 
 
 def _table(out, stem):
@@ -437,10 +433,9 @@ def test_make_reproduce_mtl_runs_both_backbones_and_fills_their_tables(tmp_path)
 
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    log = tmp_path / "calls.log"
-    stub = tmp_path / "python"
-    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
-    stub.chmod(0o755)
+    from tests.helpers import echo_python
+
+    stub, log = echo_python(tmp_path)
     subprocess.run(["make", "-s", "-o", "install", "reproduce-mtl", f"PY={stub}", "DATA_DIR=/d", "CELEBA_DIR=/c"],
                    cwd=Path(sun.__file__).resolve().parents[2], check=True, capture_output=True, timeout=60)
     cells = set()
