@@ -35,8 +35,8 @@ _TRAIN_ENTRIES = {
 
 
 def _train_model(name: str, size: int | None):
-    """A registered model of the suite, its loss dict and input size, and the label shape of each output (an int:
-    that many classes; a tuple: a float array), all read off its declared heads (:mod:`agegender.heads`)."""
+    """A registered model of the suite, its declared heads (:mod:`agegender.heads`) by output name, and its input
+    size."""
     if name not in _TRAIN_ENTRIES:
         raise ValueError(f"unknown model {name!r}; choose among {', '.join(TRAIN_MODELS)}")
     from agegender.heads import gu_yang_groups
@@ -50,8 +50,12 @@ def _train_model(name: str, size: int | None):
     if "n_groups" in options:  # the age head of the groups asked for
         heads = {"age": gu_yang_groups(options["n_groups"])}
     heads = {task: spec for task, spec in heads.items() if task in model.output_names}
-    return model, {task: spec.loss for task, spec in heads.items()}, size, \
-        {task: spec.units if spec.encoding == "sparse" else (spec.units,) for task, spec in heads.items()}
+    return model, heads, size
+
+
+def _label_shape(spec):
+    """The random label a benchmark step feeds an output: an int (a class index below it) or a float array shape."""
+    return spec.units if spec.encoding == "sparse" else (spec.units,)
 
 
 def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None = None,
@@ -105,9 +109,10 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
     for mode in modes:  # build and compile every mode first; each keeps the policy it was built under
         policy, jit = mode_policy(mode)
         keras.mixed_precision.set_global_policy(policy)
-        model, losses, size_used, shapes = _train_model(name, size)
+        model, heads, size_used = _train_model(name, size)
+        shapes = {task: _label_shape(spec) for task, spec in heads.items()}
         # TensorFlow compiles with XLA only when asked; JAX always does ("auto"), PyTorch only when asked
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses,
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss={task: spec.loss for task, spec in heads.items()},
                       jit_compile=True if jit else (False if backend == "tensorflow" else "auto"))
         x = rng.uniform(0, 255, (batch, size_used, size_used, 3)).astype("float32")
         y = {task: rng.integers(0, shape, batch) if isinstance(shape, int) else rng.uniform(0, 1, (batch, *shape))
@@ -117,15 +122,13 @@ def bench_train(name: str, *, batch: int = 32, steps: int = 10, size: int | None
         if files:
             import pandas as pd
 
-            from agegender.data.pipeline import Augment, Target, build_dataset
+            from agegender.data.pipeline import Augment, build_dataset
 
             frame = pd.DataFrame({"path": files, "file": [Path(f).name for f in files]})
-            targets = {}
-            for task, shape in shapes.items():
-                classes = shape if isinstance(shape, int) else (shape[0] if shape[0] > 1 else None)
-                frame[task] = rng.integers(0, classes, len(files)) if classes else rng.uniform(0, 1, len(files))
-                targets[task] = Target(task, "regression") if not classes else \
-                    Target(task, "sparse") if isinstance(shape, int) else Target(task, "onehot", num_classes=classes)
+            for spec in heads.values():  # each head reads its own column the way it declares (TaskSpec.target)
+                classes = {"sparse": spec.units, "onehot": spec.units, "binary": 2}.get(spec.encoding)
+                frame[spec.column] = rng.integers(0, classes, len(files)) if classes else rng.uniform(0, 1, len(files))
+            targets = {task: spec.target() for task, spec in heads.items()}
             images = build_dataset(frame, targets, image_size=size_used, batch_size=batch, training=True,
                                    augment=Augment(flip=True), pixel_scale=1.0, drop_remainder=True)
             images = images.map(lambda im, lab, w: (im, lab)).repeat()
