@@ -37,14 +37,19 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DEY_MAX_AGE = 65.0  # Sec. 3.2 and 4.1: age / the maximum age kept (10-65)
 
 
-def _targets(spec: KitModel) -> dict:
-    from agegender.data.pipeline import Target
+def _heads(spec: KitModel) -> dict:
+    """The declared heads (:mod:`agegender.heads`) of ``spec``'s outputs, by output name, as its reproduction
+    declares them (Speziali: age in years, sparse gender; Dey: age / 65 through a sigmoid, one-hot classes)."""
+    from agegender.heads import tasks
 
-    if spec.paper == "speziali":
-        every = {"age": Target("age", "regression"), "gender": Target("gender", "sparse")}
-        return {t: every[t] for t in spec.tasks}
-    return {"age": Target("age", "regression", scale=1.0 / DEY_MAX_AGE),
-            "ethnicity": Target("race", "onehot", num_classes=5), "gender": Target("gender", "onehot", num_classes=2)}
+    every = tasks("speziali" if spec.paper == "speziali" else "dey_aggarwal")
+    assert spec.paper == "speziali" or every["age"].max_age == DEY_MAX_AGE
+    return {task: every[task] for task in spec.tasks}
+
+
+def _targets(spec: KitModel) -> dict:
+    """The pipeline's labels of each output, from its declared head."""
+    return {task: head.target() for task, head in _heads(spec).items()}
 
 
 def _augment(spec: KitModel):
@@ -65,17 +70,16 @@ def build_model(spec: KitModel, input_size: int):
         model = build_dual_cnn(spec.variant, input_size=input_size, dropout=0.25)
         bn = model.get_layer("block1_bn")
         bn.momentum, bn.epsilon = 0.9, 1e-5  # PyTorch's BatchNorm2d defaults, as reproductions.utkface_dual_cnn
-        losses = {"age": "mse", "gender": "sparse_categorical_crossentropy"}
         weights = {"age": 0.01, "gender": 1.0}  # Sec. IV-B: lambda_age = 0.01
         rate = 0.001 if spec.variant == "age" else 0.01  # Sec. III-B
         model.compile(optimizer=keras.optimizers.Adam(rate, epsilon=1e-8),
-                      loss={t: losses[t] for t in spec.tasks}, loss_weights={t: weights[t] for t in spec.tasks})
+                      loss={t: h.keras_loss() for t, h in _heads(spec).items()}, loss_weights={t: weights[t] for t in spec.tasks})
         return model
     from agegender.models.multihead import build_multihead
 
     model = build_multihead(spec.variant, input_size=input_size, weights=None, preprocess="paper", units=128)
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=1e-3, rho=0.9),  # Sec. 4.2
-                  loss={"age": "mse", "ethnicity": "categorical_crossentropy", "gender": "categorical_crossentropy"})
+                  loss={t: h.keras_loss() for t, h in _heads(spec).items()})
     return model
 
 
