@@ -218,7 +218,7 @@ def report(runs_dir, published_csv) -> str:
                   "### Last losses: which reading of the printed values do the data support", "",
                   "| network | split | printed | R1 per-sample (λ applied) | R2 ÷ 64, no λ | R2λ ÷ 64, λ applied |",
                   "|---|---|---|---|---|---|"]
-        scores: dict = {"R1": [], "R2": [], "R2λ": []}
+        scores: dict = {name: [] for name in READINGS}
         for key, row, column in PAPER_NETWORKS:
             if key not in nets:
                 continue
@@ -244,27 +244,79 @@ def report(runs_dir, published_csv) -> str:
                 f"{k} {v:.2f}" for k, v in fit.items()) + f". Best fit: **{best}**.", ""]
             per_net = []
             for key, row, column in PAPER_NETWORKS:
-                if key not in nets or nets[key]["chance"]:
-                    continue
-                errs = {}
-                for name in scores:
-                    e = []
-                    for split in ("training", "validation"):
-                        printed = number(published.get((f"Last loss value ({split})", row, column)))
-                        values = [r[split][name] for r in nets[key]["readings"] if split in r]
-                        if printed and values and np.mean(values) > 0:
-                            e.append(abs(math.log(np.mean(values) / printed)))
-                    if e:
-                        errs[name] = float(np.mean(e))
+                errs = _reading_errors(nets.get(key), published, row, column)
                 if errs:
-                    per_net.append(f"{TITLES[key]}: {min(errs, key=errs.get)} ({', '.join(f'{k} {v:.2f}' for k, v in errs.items())})")
+                    per_net.append(f"{TITLES[key]}: {min(errs, key=errs.get)} ({_fmt_errors(errs)})")
             lines += ["Best reading per network: " + "; ".join(per_net) + ".", ""]
         claims = _claims(nets)
         if claims:
             lines += ["### The paper's claims (Section V), on the test split", "", "| claim | verdict | evidence |",
                       "|---|---|---|"] + [f"| {c} | {v} | {e} |" for c, v, e in claims] + [""]
+    lines += _readings_overall(groups, published)
     lines += _trainable_claims(groups)
     return "\n".join(lines) + "\n"
+
+
+READINGS = ("R1", "R2", "R2λ")
+CLOSE_FIT = math.log(1.5)  # a reading within 1.5x of the printed losses on average
+
+
+def _reading_errors(values, published, row, column) -> dict:
+    """{reading: mean |log(reproduced / printed)| over the training and validation losses} of one network's runs
+    in one configuration; empty when the network is missing or at chance (it says nothing of the printing)."""
+    if not values or values["chance"]:
+        return {}
+    errs = {}
+    for name in READINGS:
+        e = []
+        for split in ("training", "validation"):
+            printed = number(published.get((f"Last loss value ({split})", row, column)))
+            reproduced = [r[split][name] for r in values["readings"] if split in r]
+            if printed and reproduced and np.mean(reproduced) > 0:
+                e.append(abs(math.log(np.mean(reproduced) / printed)))
+        if e:
+            errs[name] = float(np.mean(e))
+    return errs
+
+
+def _fmt_errors(errs) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in errs.items())
+
+
+def _readings_overall(groups, published) -> list[str]:
+    """Section IV-B's printed losses, network by network over every configuration where the network learned:
+    the closest readings of each (ties included: R2 and R2λ are the same for the gender network, which has no
+    λ), how close, and whether one reading is closest for all (issue 17 item 5)."""
+    best: dict = {}
+    rows = []
+    for key, row, column in PAPER_NETWORKS:
+        for label in sorted(groups):
+            errs = _reading_errors(groups[label].get(key), published, row, column)
+            if errs:
+                low = min(errs.values())
+                names = {n for n, e in errs.items() if e <= low + 1e-9}
+                best.setdefault(key, []).append(names)
+                close = "" if low <= CLOSE_FIT else f" (off by {math.exp(low):.1f}x on average)"
+                rows.append(f"| {TITLES[key]} | {label} | **{' = '.join(sorted(names))}**{close} | {_fmt_errors(errs)} |")
+    if not rows:
+        return []
+    common = set.intersection(*(names for sets in best.values() for names in sets))
+    if common:
+        verdict = (f"**{' = '.join(sorted(common))}** is the closest reading for every network that learned: the "
+                   "printed losses can be read one way throughout.")
+    else:
+        verdict = ("**The closest reading differs by network** (" + "; ".join(
+            f"{TITLES[k]}: {' / '.join(' = '.join(sorted(n)) for n in v)}" for k, v in best.items()) + "): no single reading explains all "
+            "the printed losses on these runs, so the paper seems to have printed them in more than one way.")
+    missing = [TITLES[k] for k, _, _ in PAPER_NETWORKS if k not in best]
+    if missing:
+        verdict += f" Not read, having learned in no run yet: {', '.join(missing)}."
+    return ["## The printed losses across configurations", "",
+            "Each network in each configuration where it learned, and the reading of the printed last losses closest "
+            f"to its own (mean |log(reproduced / printed)| per reading; 0 is identical, {CLOSE_FIT:.2f} is 1.5x "
+            "apart):", "",
+            "| network | configuration | closest reading | fit per reading |", "|---|---|---|---|", *rows, "",
+            verdict, ""]
 
 
 def _trainable_claims(groups) -> list[str]:

@@ -117,3 +117,30 @@ def test_networks_at_chance_make_claims_untestable_and_the_trainable_runs_answer
     r2 = (abs(math.log(0.69 / 0.01 / 64 / 0.5999)) + abs(math.log(0.69 / 0.01 / 64 / 1.3413))) / 2
     assert f"R1 {r1:.2f}, R2 {r2:.2f}," in paper
     assert "single-task gender:" not in paper.split("Best reading per network:")[1].split("\n")[0]
+
+
+@pytest.mark.parametrize("age_losses, verdict", [
+    # lambda x MSE = the printed 0.5999 / 1.3413 (R1); gender CE = 64 x the printed 0.0027 / 0.0041 (R2)
+    ((0.5999, 1.3413), "**The closest reading differs by network** (single-task age: R1; single-task gender: R2 = R2λ)"),
+    # MSE / 64 = the printed values: lambda x MSE = 0.01 x 64 x printed (R2 for both networks)
+    ((0.01 * 64 * 0.5999, 0.01 * 64 * 1.3413), "**R2** is the closest reading for every network that learned"),
+])
+def test_printed_losses_are_read_network_by_network_across_configurations(tmp_path, age_losses, verdict):
+    """Issue 17 item 5: which reading of the printed last losses each learned network supports, gathered over
+    the configurations (the gender network learns only at its own deviation), and whether one reading fits all."""
+    from results.speziali import report
+
+    learned = {"gender_accuracy": 0.88, "gender_majority": 0.52, "gender_confusion": [[46, 6], [6, 42]]}
+    _record(tmp_path, "age", 0, history=[{"epoch": 1, "loss": age_losses[0], "val_loss": age_losses[1]}],
+            test={"age_r2": 0.78, "age_mae_years": 6.9})
+    _record(tmp_path, "gender", 0, history=[{"epoch": 1, "loss": 0.69, "val_loss": 0.69}],  # at chance: not read
+            test={"gender_accuracy": 0.52, "gender_majority": 0.52, "gender_confusion": [[52, 0], [48, 0]]})
+    _record(tmp_path, "gender", 1, history=[{"epoch": 1, "loss": 64 * 0.0027, "val_loss": 64 * 0.0041}],
+            deviations={"lr_gender": 0.001}, test=learned)
+    text = report(tmp_path / "runs", "results/published/speziali.csv")
+    section = text.split("## The printed losses across configurations")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| single-task")]
+    assert len(rows) == 2 and "| paper |" in rows[0] and "| lr_gender=0.001 |" in rows[1]  # the chance run is not read
+    assert "| **R2 = R2λ** | R1 4.16, R2 0.00, R2λ 0.00 |" in rows[1]  # log(64) = 4.16
+    assert verdict in section
+    assert "Not read, having learned in no run yet: dual-task." in section
