@@ -136,6 +136,39 @@ def run_facts(record) -> dict:
             "load": float(np.mean(loads)) if loads else None}
 
 
+CHANCE_MARGIN = 0.02  # an accuracy within 2 points of the majority share is chance (as for Speziali)
+
+
+def at_chance(task: str, test: dict, age_guess=None) -> str:
+    """Why one run's test predictions for ``task`` are no better than a constant guess ('' when they are):
+    one class predicted for every face (the confusion matrix has one non-empty column), an accuracy within
+    :data:`CHANCE_MARGIN` of the majority share, or an age MAE (age / max_age) not below that of always answering
+    the training mean age (``age_guess``, same scale)."""
+    if task == "age":
+        mae = test.get("age_mae")
+        return "no better than the mean age" if None not in (mae, age_guess) and mae >= age_guess else ""
+    report = test.get(f"{task}_report") or {}
+    confusion, majority = report.get("confusion_matrix"), report.get("majority_baseline")
+    if confusion and sum(1 for column in zip(*confusion) if sum(column) > 0) <= 1:
+        return "one class for every face"
+    accuracy = test.get(f"{task}_accuracy")
+    if None not in (accuracy, majority) and accuracy < majority + CHANCE_MARGIN:
+        return "at the majority share"
+    return ""
+
+
+def _chance_cell(values, task) -> str:
+    """``learned`` or the reason (``k of n runs:`` when only some runs are at chance)."""
+    guesses = values["age_mean_guess"] if task == "age" else [None] * len(values["records"])
+    if task == "age" and all(g is None for g in guesses):
+        return "–"  # no split.csv: no constant guess to compare with
+    flags = [at_chance(task, r["metrics"]["test"], g) for r, g in zip(values["records"], guesses)]
+    hits = [f for f in flags if f]
+    if not hits:
+        return "learned"
+    return f"**{hits[0]}**" if len(hits) == len(flags) else f"**{len(hits)} of {len(flags)} runs**: {hits[0]}"
+
+
 def summarize(records) -> dict:
     """{(configuration label, data kind, data folder): {backbone: {"records": [...], metric: [values]}}}."""
     groups: dict = {}
@@ -273,7 +306,7 @@ def report(runs_dir, published_csv, bench_dir=None) -> str:
                   group_line(members, lambda r: f"{PAPER_ROWS[r['config']['backbone']]} {r['_run']}"), "",
                   f"### Test split ({TABLE}): from scratch here, pretrained in the paper", "",
                   "| task | backbone | n | reproduced (from scratch) | a constant guess | published (pretrained) | "
-                  "Δ reproduced − published |", "|---|---|---|---|---|---|---|"]
+                  "Δ reproduced − published | learned? |", "|---|---|---|---|---|---|---|---|"]
         for task, metric, column, _, digits in TASKS:
             for backbone in [k for k in BACKBONE_ORDER if k in nets]:
                 v = nets[backbone]
@@ -293,8 +326,11 @@ def report(runs_dir, published_csv, bench_dir=None) -> str:
                     task_text = task
                     chance = fmt_values(v[f"{metric.split('_')[0]}_majority"], digits)
                 lines.append(f"| {task_text} | {PAPER_ROWS[backbone]} | {len(v[metric])} | {value} | {chance} | "
-                             f"{pub_text if pub_text is not None else '–'} | {delta} |")
-        lines += ["", "### Training per run", "",
+                             f"{pub_text if pub_text is not None else '–'} | {delta} | "
+                             f"{_chance_cell(v, metric.split('_')[0])} |")
+        lines += ["", "learned?: no better than a constant guess on the test split when one class is predicted for "
+                      f"every face, the accuracy is within {CHANCE_MARGIN:.2f} of the majority share, or the age MAE is "
+                      "not below the training mean age's.", "", "### Training per run", "",
                   "| backbone | run | seed | epochs | best epoch (lowest validation loss) | training s | wall s | "
                   "s/epoch | images/s | load (1 min, mean) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for backbone in [k for k in BACKBONE_ORDER if k in nets]:

@@ -99,13 +99,13 @@ def test_means_stds_and_the_published_figure_beside(runs):
         mean, std = values.mean(), values.std(ddof=1)
         assert (f"| {name} | MobileNet | 3 | {mean:.3f} ± {std:.3f} | " in section), (name, section)
         line = section.split(f"| {name} | MobileNet |")[1].split("\n")[0]
-        assert line.endswith(f"| {published:.2f} | {mean - published:+.3f} |"), line
+        assert line.endswith(f"| {published:.2f} | {mean - published:+.3f} | learned |"), line
     ages = np.array([m[0] for m in TRANSFORMER])
     line = section.split("| age MAE (age / 65; years) | Transformer |")[1].split("\n")[0]
     assert line.startswith(f" 2 | {ages.mean():.3f} ± {ages.std(ddof=1):.3f} ({ages.mean() * 65:.2f} ± "
                            f"{(ages * 65).std(ddof=1):.2f} years) | – | ")
     published = _published("Age MAE", "Transformer")
-    assert line.endswith(f"| {published:.2f} | {ages.mean() - published:+.3f} |"), line
+    assert line.endswith(f"| {published:.2f} | {ages.mean() - published:+.3f} | – |"), line  # no split.csv: not judged
     assert "| gender accuracy | MobileNet | 3 | 0.820 ± 0.020 | 0.520 ± 0.000 | 0.94 | -0.120 |" in section
 
 
@@ -287,3 +287,44 @@ def test_the_age_mae_of_a_constant_guess_comes_from_the_run_split(runs):
     assert f"| {guess / 65:.3f} ({guess:.2f} years; the training mean age) |" in text  # one of 3 MobileNet runs
     transformer = [line for line in text.splitlines() if line.startswith("| age MAE") and "Transformer" in line]
     assert transformer and " | – | " in transformer[0]
+
+
+def test_a_task_no_better_than_a_constant_guess_is_flagged(tmp_path):
+    """Issue 22 item 5: a head that answers one class for every face (its confusion matrix has one non-empty
+    column), an accuracy within 0.02 of the majority share, or an age MAE not below the training mean age's is
+    flagged in the test table; with several runs, how many."""
+    from results.dey_aggarwal import report
+
+    runs = tmp_path / "runs"
+    spread = [[40, 10], [12, 38]]
+    one_class = [[50, 0, 0], [30, 0, 0], [20, 0, 0]]
+    _record(runs, "mobilenet", 0, age_mae=0.10, gender=0.78, ethnicity=0.60)
+    _record(runs, "mobilenet", 1, age_mae=0.10, gender=0.78, ethnicity=0.60)
+    _record(runs, "transformer", 0, age_mae=0.20, gender=0.53, ethnicity=0.50)
+    for backbone, seed, gender, ethnicity in (("mobilenet", 0, spread, [[30, 10, 10], [5, 20, 5], [5, 5, 10]]),
+                                              ("mobilenet", 1, [[50, 0], [50, 0]], [[30, 10, 10], [5, 20, 5], [5, 5, 10]]),
+                                              ("transformer", 0, spread, one_class)):
+        path = next((runs / "utkface_xception" / f"{backbone}-scratch").glob(f"*-s{seed}")) / "record.json"
+        record = json.loads(path.read_text())
+        test = record["metrics"]["test"]
+        test["gender_report"]["confusion_matrix"], test["ethnicity_report"]["confusion_matrix"] = gender, ethnicity
+        path.write_text(json.dumps(record))
+        rows = ["file,split,age,gender,race", "a.jpg,train,20,0,0", "b.jpg,train,40,1,1", "d.jpg,test,10,0,0",
+                "e.jpg,test,50,1,2"]  # the training mean age 30 misses every test face by 20 years: MAE 20 / 65
+        (path.parent / "split.csv").write_text("\n".join(rows) + "\n")
+    cells = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[-2].strip()
+             for line in report(runs, PUBLISHED).splitlines() if line.startswith(("| age MAE", "| gender", "| eth"))}
+    assert cells[("age MAE (age / 65; years)", "MobileNet")] == "learned"  # 0.10 < 20 / 65 = 0.308
+    assert cells[("age MAE (age / 65; years)", "Transformer")] == "learned"  # 0.20 < 0.308
+    assert cells[("gender accuracy", "MobileNet")] == "**1 of 2 runs**: one class for every face"
+    assert cells[("ethnicity accuracy", "MobileNet")] == "learned"
+    assert cells[("gender accuracy", "Transformer")] == "**at the majority share**"  # 0.53 < 0.52 + 0.02
+    assert cells[("ethnicity accuracy", "Transformer")] == "**one class for every face**"
+
+    path = next((runs / "utkface_xception" / "transformer-scratch").glob("*-s0")) / "record.json"
+    record = json.loads(path.read_text())
+    record["metrics"]["test"]["age_mae"] = 21 / 65  # worse than the mean age's 20 years
+    path.write_text(json.dumps(record))
+    text = report(runs, PUBLISHED)
+    assert [line for line in text.splitlines() if line.startswith("| age MAE") and "Transformer" in line][0] \
+        .endswith("| **no better than the mean age** |")
