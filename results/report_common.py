@@ -56,3 +56,17 @@ def group_line(records, run_name=lambda record: record["_run"]) -> str:
     return (f"Data: {data.get('kind')} `{data.get('path', data.get('dataset'))}` ({counts.get('train', 0):,} train / "
             f"{counts.get('val', 0):,} validation / {counts.get('test', 0):,} test faces). Device: {where}; precision "
             f"{(first.get('config') or {}).get('precision_policy')}. Runs: {runs}.")
+
+
+CHANCE_MARGIN = 0.02  # a test accuracy within 2 points of the majority share is chance
+
+
+def classifier_at_chance(task: str, confusion, accuracy, majority) -> str:
+    """Why one classification head's test predictions are no better than a constant ('' when they are): one
+    class predicted for every face (the confusion matrix has a single non-empty column), or an accuracy within
+    :data:`CHANCE_MARGIN` of the majority share."""
+    if confusion is not None and sum(1 for column in zip(*confusion) if sum(column) > 0) <= 1:
+        return f"one {task} predicted for every test face"
+    if accuracy is not None and majority is not None and accuracy < majority + CHANCE_MARGIN:
+        return f"{task} accuracy {accuracy:.3f} vs majority share {majority:.3f}"
+    return ""

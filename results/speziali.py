@@ -30,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from results.report_common import fmt_values, group_line, mean_std, number, published_figures
+from results.report_common import (CHANCE_MARGIN, classifier_at_chance, fmt_values, group_line, mean_std, number,
+                                   published_figures)
 
 PAPER_NETWORKS = (("age", "Single-task CNN", "Age task"), ("gender", "Single-task CNN", "Gender task"),
                   ("dual", "Multi-task CNN", "Age task"))
 TITLES = {"age": "single-task age", "gender": "single-task gender", "dual": "dual-task"}
 SIMILAR_ACCURACY = 0.02  # "similar results": within 2 points of accuracy, or within 2 std of the seeds
-CHANCE_MARGIN = 0.02  # a test accuracy within 2 points of the majority share is chance
+READINGS = ("R1", "R2", "R2λ")  # the readings of the printed losses (module docstring)
+CLOSE_FIT = math.log(1.5)  # a reading within 1.5x of the printed losses on average
 MIN_R2 = 0.05  # a test R² below this is no better than predicting the mean age
 
 
@@ -88,11 +90,10 @@ def at_chance(network: str, test: dict) -> list[str]:
     constant outputs fails all that apply; the paper's claims are not testable on it."""
     reasons = []
     if network in ("gender", "dual"):
-        confusion, acc, majority = (test.get(k) for k in ("gender_confusion", "gender_accuracy", "gender_majority"))
-        if confusion is not None and sum(1 for column in zip(*confusion) if sum(column) > 0) <= 1:
-            reasons.append("one gender predicted for every test face")
-        elif acc is not None and majority is not None and acc < majority + CHANCE_MARGIN:
-            reasons.append(f"gender accuracy {acc:.3f} vs majority share {majority:.3f}")
+        reason = classifier_at_chance("gender", *(test.get(k) for k in ("gender_confusion", "gender_accuracy",
+                                                                         "gender_majority")))
+        if reason:
+            reasons.append(reason)
     if network in ("age", "dual"):
         r2 = test.get("age_r2")
         if r2 is not None and r2 < MIN_R2:
@@ -255,10 +256,6 @@ def report(runs_dir, published_csv) -> str:
     lines += _readings_overall(groups, published)
     lines += _trainable_claims(groups)
     return "\n".join(lines) + "\n"
-
-
-READINGS = ("R1", "R2", "R2λ")
-CLOSE_FIT = math.log(1.5)  # a reading within 1.5x of the printed losses on average
 
 
 def _reading_errors(values, published, row, column) -> dict:

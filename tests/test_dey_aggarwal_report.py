@@ -316,10 +316,10 @@ def test_a_task_no_better_than_a_constant_guess_is_flagged(tmp_path):
              for line in report(runs, PUBLISHED).splitlines() if line.startswith(("| age MAE", "| gender", "| eth"))}
     assert cells[("age MAE (age / 65; years)", "MobileNet")] == "learned"  # 0.10 < 20 / 65 = 0.308
     assert cells[("age MAE (age / 65; years)", "Transformer")] == "learned"  # 0.20 < 0.308
-    assert cells[("gender accuracy", "MobileNet")] == "**1 of 2 runs**: one class for every face"
+    assert cells[("gender accuracy", "MobileNet")] == "**1 of 2 runs**: one gender predicted for every test face"
     assert cells[("ethnicity accuracy", "MobileNet")] == "learned"
-    assert cells[("gender accuracy", "Transformer")] == "**at the majority share**"  # 0.53 < 0.52 + 0.02
-    assert cells[("ethnicity accuracy", "Transformer")] == "**one class for every face**"
+    assert cells[("gender accuracy", "Transformer")] == "**gender accuracy 0.530 vs majority share 0.520**"  # < 0.52 + 0.02
+    assert cells[("ethnicity accuracy", "Transformer")] == "**one ethnicity predicted for every test face**"
 
     path = next((runs / "utkface_xception" / "transformer-scratch").glob("*-s0")) / "record.json"
     record = json.loads(path.read_text())
