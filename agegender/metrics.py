@@ -2,7 +2,8 @@
 
 Accuracy, one-off accuracy (Adience: the predicted group is the true one or adjacent, Levi &
 Hassner Sec. 4), confusion matrices, per-class precision / recall / F1, MAE (in the caller's
-units), and the coefficient of determination R² (Speziali's age metric).
+units), the coefficient of determination R² (Speziali's age metric), and two checks on a trained
+network: :func:`collapse_check` (constant outputs) and :func:`dead_units` (ReLU units no face activates).
 """
 
 from __future__ import annotations
@@ -87,3 +88,11 @@ def collapse_check(*, age_true=None, age_pred=None, gender_true=None, gender_pro
             reasons.append(f"gender probabilities nearly constant (std {np.std(second):.3g}), accuracy {accuracy:.3f} "
                            f"at the majority share {majority:.3f}")
     return reasons
+
+
+def dead_units(activations) -> float:
+    """Share of a ReLU layer's units that no face activates: zero (or below) for every row of ``activations``
+    (faces x units). Such a unit passes no gradient back, so it stays dead for the rest of training (the
+    "dying ReLU"); a head whose hidden units are mostly dead keeps only the few that are left."""
+    a = np.asarray(activations, float).reshape(len(activations), -1)
+    return float(np.mean(np.max(a, axis=0) <= 0))

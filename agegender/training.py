@@ -437,6 +437,20 @@ def predict_batch(model, images, pad_to: int | None = None) -> dict:
     return {k: np.asarray(v, dtype="float32")[:rows] for k, v in out.items()}
 
 
+def layer_outputs(model, images, names, training: bool = True) -> dict:
+    """The outputs of ``model``'s layers ``names`` for ``images``, as numpy arrays by name; ``training`` True
+    runs BatchNormalization on the batch's own statistics, as during training. The model's variables are left
+    as they were (a training-mode pass would move the BatchNormalization moving statistics)."""
+    import keras
+
+    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
+    state = [np.array(variable) for variable in model.non_trainable_variables]
+    outputs = probe(images, training=training)
+    for variable, value in zip(model.non_trainable_variables, state):
+        variable.assign(value)
+    return {name: np.asarray(out) for name, out in zip(names, outputs if len(names) > 1 else [outputs])}
+
+
 def collect_predictions(model, dataset) -> tuple[dict, dict, dict]:
     """Run ``model`` over ``dataset``; return (labels, predictions, weights), each a dict of arrays by task
     (:func:`predict_batch` on each batch)."""
