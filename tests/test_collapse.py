@@ -107,18 +107,9 @@ def test_dey_mobilenet_from_scratch_is_constant_until_batchnorm_statistics_catch
     import keras
 
     from agegender.metrics import collapse_check
-    from agegender.training import collect_predictions, configure_precision
-    from reproductions.utkface_xception.config import DeyExperiment
-    from reproductions.utkface_xception.paper import build_model, load_split, make_datasets
+    from agegender.training import collect_predictions
 
-    exp = dataclasses.replace(DeyExperiment(), backbone="mobilenet", weights=None, input_size=32, max_images=2400,
-                              precision="float32")
-    configure_precision(exp.precision)
-    _, _, split = load_split(utkface_sample, exp)
-    keras.utils.set_random_seed(0)
-    data = make_datasets(split, exp, 32, [])
-    model = build_model(exp, 32)
-    faces = np.concatenate([np.asarray(batch[0]) for _, batch in zip(range(16), data["train_eval"])])
+    exp, split, data, model, faces = _dey_mobilenet_at_32px(utkface_sample, 1e-3)
     assert max(_dead_head_units(model, faces).values()) <= 0.02  # at initialisation every unit fires for some face
     history = model.fit(data["train"].repeat(), steps_per_epoch=300, epochs=1, verbose=0).history
     dead = _dead_head_units(model, faces)
@@ -156,6 +147,26 @@ def test_dey_mobilenet_from_scratch_is_constant_until_batchnorm_statistics_catch
     assert mae < baseline, (mae * exp.max_age, baseline * exp.max_age)
 
 
+def _dey_mobilenet_at_32px(faces_dir, learning_rate):
+    """Dey & Aggarwal's MobileNet multi-head model from scratch as the reproduction builds it, at 32 px on 2,400
+    real faces (seed 0), and 256 of its training faces: (exp, split, datasets, model, faces)."""
+    import keras
+
+    from agegender.training import configure_precision
+    from reproductions.utkface_xception.config import DeyExperiment
+    from reproductions.utkface_xception.paper import build_model, load_split, make_datasets
+
+    exp = dataclasses.replace(DeyExperiment(), backbone="mobilenet", weights=None, input_size=32, max_images=2400,
+                              precision="float32", learning_rate=learning_rate)
+    configure_precision(exp.precision)
+    _, _, split = load_split(faces_dir, exp)
+    keras.utils.set_random_seed(0)
+    data = make_datasets(split, exp, 32, [])
+    model = build_model(exp, 32)
+    faces = np.concatenate([np.asarray(batch[0]) for _, batch in zip(range(16), data["train_eval"])])
+    return exp, split, data, model, faces
+
+
 def _dead_head_units(model, faces) -> dict:
     """Share of dead units (:func:`agegender.metrics.dead_units`) in each head's first hidden layer, on ``faces``
     in training mode (the model's variables untouched)."""
@@ -171,20 +182,7 @@ def test_dey_mobilenet_head_units_live_at_a_tenth_of_the_learning_rate(utkface_s
     """The contrast to the finding above: the same model, faces and 300 steps at RMSprop 1e-4 instead of the
     paper's (Keras's default) 1e-3 keep (almost) every unit of the heads' first layers alive, so the step size,
     not the data or the architecture, kills them (issue 22 item 5; a probe, not a setting of the reproduction)."""
-    import keras
-
-    from agegender.training import configure_precision
-    from reproductions.utkface_xception.config import DeyExperiment
-    from reproductions.utkface_xception.paper import build_model, load_split, make_datasets
-
-    exp = dataclasses.replace(DeyExperiment(), backbone="mobilenet", weights=None, input_size=32, max_images=2400,
-                              precision="float32", learning_rate=1e-4)
-    configure_precision(exp.precision)
-    _, _, split = load_split(utkface_sample, exp)
-    keras.utils.set_random_seed(0)
-    data = make_datasets(split, exp, 32, [])
-    model = build_model(exp, 32)
-    faces = np.concatenate([np.asarray(batch[0]) for _, batch in zip(range(16), data["train_eval"])])
+    _, _, data, model, faces = _dey_mobilenet_at_32px(utkface_sample, 1e-4)
     model.fit(data["train"].repeat(), steps_per_epoch=300, epochs=1, verbose=0)
     dead = _dead_head_units(model, faces)
     assert max(dead.values()) <= 0.05, dead
