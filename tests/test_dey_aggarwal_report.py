@@ -331,22 +331,31 @@ def test_a_task_no_better_than_a_constant_guess_is_flagged(tmp_path):
         .endswith("| **no better than the mean age** |")
 
 
-@pytest.mark.parametrize("backbone, stalled", [("transformer", {"ethnicity", "age"}), ("mobilenet", set())])
-def test_the_committed_runs_are_judged_from_their_own_predictions(backbone, stalled):
-    """Issue 22 item 5 on the real runs (full UTKFace, seed 0, committed records): the transformer that did not
-    train answers one ethnicity for every test face and misses ages by more than the training mean age does, and
-    is flagged for both; MobileNet is flagged for nothing. The expectations are computed here from the record's
-    confusion matrices and the run's split.csv, not taken from the report."""
+# every committed full-data run and what it is found to have learned; a new run needs its line here
+COMMITTED = {("transformer", 0): {"ethnicity", "age"}, ("mobilenet", 0): set(), ("mobilenet", 1): {"age"}}
+
+
+def _committed_runs():
+    folders = sorted(Path("results/runs/utkface_xception").glob("*-scratch/*-s*"))
+    return [pytest.param(f, id=f"{f.parent.name}/{f.name}") for f in folders] or \
+        [pytest.param(None, marks=pytest.mark.skip("no committed from-scratch run"))]
+
+
+@pytest.mark.parametrize("folder", _committed_runs())
+def test_the_committed_runs_are_judged_from_their_own_predictions(folder):
+    """Issue 22 item 5 on the real runs (full UTKFace, committed records): the transformer that did not train
+    answers one ethnicity for every test face and misses ages by more than the training mean age does, and is
+    flagged for both; MobileNet seed 0 is flagged for nothing; MobileNet seed 1 for age (its kept epoch, see the
+    next test). The expectations are computed here from the record's confusion matrices and the run's split.csv,
+    not taken from the report."""
     import pandas as pd
 
     from results.dey_aggarwal import at_chance
 
-    folders = sorted(Path(f"results/runs/utkface_xception/{backbone}-scratch").glob("*-s0"))
-    if not folders:
-        pytest.skip(f"no committed {backbone} seed-0 run")
-    record = json.loads((folders[0] / "record.json").read_text())
+    record = json.loads((folder / "record.json").read_text())
+    stalled = COMMITTED[(record["config"]["backbone"], record["seed"])]
     test = record["metrics"]["test"]
-    split = pd.read_csv(folders[0] / "split.csv")
+    split = pd.read_csv(folder / "split.csv")
     ages = split[split.split == "test"].age
     guess = float(np.mean(np.abs(ages - split[split.split == "train"].age.mean()))) / 65
     independent = set()
@@ -360,3 +369,48 @@ def test_the_committed_runs_are_judged_from_their_own_predictions(backbone, stal
     assert independent == stalled, (independent, test["age_mae"], guess)
     flagged = {task for task in ("age", "ethnicity", "gender") if at_chance(task, test, guess)}
     assert flagged == stalled
+
+
+def test_mobilenet_seed_1_kept_the_epoch_of_its_worst_late_age():
+    """Why MobileNet seed 1 did not learn age although seed 0 did (issue 22 item 5): the paper's rule keeps the
+    epoch of lowest *total* validation loss, of which the age MSE is under 5 % at every epoch; seed 1's lowest
+    total falls on epoch 9, where its validation age MAE (0.167) is worse than answering the training mean age,
+    though at epoch 5 it was 0.146. Computed from the run's history.csv and split.csv; the report's table says the
+    same (:func:`results.dey_aggarwal.kept_age`)."""
+    import pandas as pd
+
+    from results.dey_aggarwal import kept_age, load_runs
+
+    folders = sorted(Path("results/runs/utkface_xception/mobilenet-scratch").glob("*-s1"))
+    if not folders:
+        pytest.skip("no committed MobileNet seed-1 run")
+    history, split = pd.read_csv(folders[0] / "history.csv"), pd.read_csv(folders[0] / "split.csv")
+    val = split[split.split == "val"].age
+    guess = float(np.mean(np.abs(val - split[split.split == "train"].age.mean()))) / 65
+    kept = history.loc[history.val_loss.idxmin()]
+    assert (history.val_age_loss / history.val_loss).max() < 0.05
+    assert kept.epoch == 9 and kept.val_age_mae > guess > history.val_age_mae.min() + 0.015
+    record = next(r for r in load_runs("results/runs")[0] if r["_run"] == folders[0].name)
+    age = kept_age(record)
+    assert (age["kept_epoch"], age["lowest_epoch"]) == (9, int(history.loc[history.val_age_mae.idxmin()].epoch))
+    assert age["kept"] == pytest.approx(kept.val_age_mae) and age["guess"] == pytest.approx(guess)
+
+
+def test_kept_age_reads_the_checkpoint_rule_from_the_history(tmp_path):
+    """The age task at the kept epoch: lowest total validation loss picks epoch 2, whose age MAE 0.30 is above the
+    validation mean-age guess (train mean 30: |10 - 30| and |40 - 30| average 15 years, 0.231), while epoch 1 had
+    0.10; the age loss is 0.02 / 2.0 and 0.09 / 1.8 of the totals."""
+    from results.dey_aggarwal import kept_age, load_runs, report
+
+    runs = tmp_path / "runs"
+    history = [{"epoch": 1, "loss": 2.5, "val_loss": 2.0, "val_age_mae": 0.10, "val_age_loss": 0.02},
+               {"epoch": 2, "loss": 2.0, "val_loss": 1.8, "val_age_mae": 0.30, "val_age_loss": 0.09},
+               {"epoch": 3, "loss": 1.9, "val_loss": 1.9, "val_age_mae": 0.20, "val_age_loss": 0.05}]
+    _record(runs, "mobilenet", 0, age_mae=0.1, gender=0.8, ethnicity=0.6, history=history)
+    folder = next((runs / "utkface_xception" / "mobilenet-scratch").glob("*-s0"))
+    (folder / "split.csv").write_text("file,split,age\na,train,20\nb,train,40\nc,val,10\nd,val,40\ne,test,5\n")
+    line = next(line for line in report(runs, PUBLISHED).splitlines() if line.startswith("| MobileNet | 2026") and
+                "(epoch" in line)
+    assert line == f"| MobileNet | {folder.name} | 2 | **0.300** | 0.100 (epoch 1) | {15 / 65:.3f} | 1–5 % |"
+    age = kept_age(load_runs(runs)[0][0])
+    assert age["share"] == pytest.approx((0.01, 0.05))
