@@ -353,7 +353,9 @@ def test_the_committed_runs_are_judged_from_their_own_predictions(folder):
     from results.dey_aggarwal import at_chance
 
     record = json.loads((folder / "record.json").read_text())
-    stalled = COMMITTED[(record["config"]["backbone"], record["seed"])]
+    key = (record["config"]["backbone"], record["seed"])
+    assert key in COMMITTED, f"{folder}: a newly committed run; write what it learned into COMMITTED"
+    stalled = COMMITTED[key]
     test = record["metrics"]["test"]
     split = pd.read_csv(folder / "split.csv")
     ages = split[split.split == "test"].age
