@@ -451,17 +451,36 @@ def layer_outputs(model, images, names, training: bool = True) -> dict:
     return {name: np.asarray(out) for name, out in zip(names, outputs if len(names) > 1 else [outputs])}
 
 
-def collect_predictions(model, dataset) -> tuple[dict, dict, dict]:
+def _batches(dataset) -> int | None:
+    """How many batches ``dataset`` yields (a ``tf.data.Dataset`` of known cardinality or anything with a length)."""
+    if hasattr(dataset, "cardinality"):
+        n = int(dataset.cardinality())
+        return n if n >= 0 else None
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
+def collect_predictions(model, dataset, progress=None, every_s: float = 60.0) -> tuple[dict, dict, dict]:
     """Run ``model`` over ``dataset``; return (labels, predictions, weights), each a dict of arrays by task
-    (:func:`predict_batch` on each batch)."""
+    (:func:`predict_batch` on each batch). ``progress``, a callable taking one line, hears how far it got every
+    ``every_s`` seconds and how long it took (evaluating 20,000 faces at 224 px takes minutes on a CPU)."""
     labels, predictions, weights = {}, {}, {}
-    size = None
-    for images, y, w in dataset:
+    size, faces, total = None, 0, _batches(dataset) if progress else None
+    start = last = time.monotonic()
+    for done, (images, y, w) in enumerate(dataset, 1):
         out = predict_batch(model, images, pad_to=size)
         size = size or len(images)
+        faces += len(images)
         for task in y:
             labels.setdefault(task, []).append(np.asarray(y[task]))
             predictions.setdefault(task, []).append(out[task])
             weights.setdefault(task, []).append(np.asarray(w[task]))
+        if progress and time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            progress(f"batch {done}{f' of {total}' if total else ''}, {faces / (last - start):.1f} faces/s")
+    if progress:
+        progress(f"{faces} faces in {time.monotonic() - start:.0f} s")
     join = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
     return join(labels), join(predictions), join(weights)

@@ -61,6 +61,31 @@ def test_layer_outputs_are_the_layers_and_leave_the_moving_statistics_alone():
     assert set(layer_outputs(model, x, ["hidden"])) == {"hidden"}
 
 
+def test_collect_predictions_are_the_model_and_tell_their_progress():
+    """Labels and predictions per output over a batched dataset, the predictions against numpy; ``progress`` hears
+    each batch (``every_s`` 0) with the total when the dataset knows it, and the count of faces at the end."""
+    import keras
+    import tensorflow as tf
+
+    from agegender.training import collect_predictions
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, {"age": keras.layers.Dense(1, name="age")(inputs)})
+    x = np.random.default_rng(2).normal(size=(10, 3)).astype("float32")
+    ages = np.arange(10, dtype="float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, {"age": ages}, {"age": np.ones(10, "float32")})).batch(4)
+    lines = []
+    y, p, w = collect_predictions(model, dataset, progress=lines.append, every_s=0)
+    kernel, bias = (np.asarray(v) for v in model.get_layer("age").weights)
+    np.testing.assert_allclose(np.ravel(p["age"]), np.ravel(x @ kernel + bias), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(y["age"], ages)
+    assert [line.split(",")[0] for line in lines[:3]] == ["batch 1 of 3", "batch 2 of 3", "batch 3 of 3"]
+    assert len(lines) == 4 and lines[-1].startswith("10 faces in ")
+    lines.clear()
+    collect_predictions(model, (batch for batch in dataset), progress=lines.append, every_s=3600)
+    assert len(lines) == 1 and lines[0].startswith("10 faces in ")
+
+
 @pytest.mark.slow
 def test_dual_network_does_not_collapse_on_real_faces(utkface_sample):
     """Speziali's dual-task network (lr 0.001, the documented deviation from the paper's 0.01, at which it

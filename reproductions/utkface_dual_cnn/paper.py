@@ -194,15 +194,19 @@ def _gender_ce(labels, probabilities) -> float:
     return float(np.mean(-np.log(p[np.arange(len(labels)), np.asarray(labels, dtype=int)])))
 
 
-def evaluate(model, network: Network, datasets: dict, exp: SpezialiExperiment, train_age_mean: float) -> dict:
-    """Per split: losses, age R² / MAE / RMSE, gender accuracy and confusion matrix; raw predictions kept."""
+def evaluate(model, network: Network, datasets: dict, exp: SpezialiExperiment, train_age_mean: float,
+             say=None) -> dict:
+    """Per split: losses, age R² / MAE / RMSE, gender accuracy and confusion matrix; raw predictions kept; ``say``
+    hears the progress."""
     from agegender.metrics import classification_report, regression_report
     from agegender.training import collect_predictions
 
     out = {}
     age_weight = exp.lambda_age if (network.key == "dual" or exp.scale_single_age_loss) else 1.0
     for split, key in (("train", "train_eval"), ("val", "val"), ("test", "test")):
-        y, p, _ = collect_predictions(model, datasets[key])
+        progress = (lambda text, split=split: say(f"{network.title}: evaluating the {split} split: {text}")) \
+            if say else None
+        y, p, _ = collect_predictions(model, datasets[key], progress)
         m: dict = {"n": int(len(next(iter(y.values()))))}
         loss = 0.0
         if "age" in network.tasks:

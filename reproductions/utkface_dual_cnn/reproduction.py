@@ -244,7 +244,7 @@ class _Network:
 
     def _evaluated(self, history: list[dict], seconds: float) -> dict:
         exp = self.exp
-        metrics = evaluate(self.model, self.network, self.datasets, exp, self.train_age_mean)
+        metrics = evaluate(self.model, self.network, self.datasets, exp, self.train_age_mean, self.run.say)
         predictions = {s: metrics.pop(f"_{s}_predictions") for s in ("train", "val", "test")}
         best = min(history, key=lambda h: h.get("val_loss", np.inf)) if history else {}
         metrics["training"] = {"seconds": seconds, "epochs": len(history), "best_epoch": best.get("epoch"),

@@ -237,13 +237,14 @@ def split_metrics(labels: dict, predictions: dict, weights: dict, max_age: float
     return out
 
 
-def evaluate(model, datasets: dict, exp: DeyExperiment) -> dict:
-    """Tables 1-3 metrics of ``model`` on the training, validation and test parts."""
+def evaluate(model, datasets: dict, exp: DeyExperiment, say=None) -> dict:
+    """Tables 1-3 metrics of ``model`` on the training, validation and test parts; ``say`` hears the progress."""
     from agegender.training import collect_predictions
 
     out = {}
     for split, key in (("train", "train_eval"), ("val", "val"), ("test", "test")):
-        out[split] = split_metrics(*collect_predictions(model, datasets[key]), max_age=exp.max_age)
+        progress = (lambda text, split=split: say(f"evaluating the {split} split: {text}")) if say else None
+        out[split] = split_metrics(*collect_predictions(model, datasets[key], progress), max_age=exp.max_age)
     return out
 
 
