@@ -29,7 +29,7 @@ demo: install  ## generate faces; run the dual-task CNN and the Adience multi-ta
 	$(PY) -m reproductions.demo --out build/demo
 
 test: install  ## run the whole test suite in TEST_WORKERS processes (slow tests included; about 11 min on 2 cores)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: install  ## run the tests that do not train or touch thousands of files
 	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)

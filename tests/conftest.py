@@ -28,6 +28,16 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
+# Modules whose tests take minutes (a shared fixture that trains on real faces, JAX subprocesses, EfficientNet
+# smoke runs) go first, so that ``pytest -n 2`` starts them early and no worker is left alone with one at the
+# end; the 2.5-minute fixture of the first keeps its three tests together in the first chunk a worker gets.
+FIRST = ("test_jax_real_faces.py", "test_backends.py", "test_collapse.py", "test_efficientnet_age_groups.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the rest keep their order
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -113,16 +113,13 @@ def test_shuffle_is_a_uniform_permutation_per_epoch(tmp_path):
 def test_batches_prepared_in_this_process_run_blas_on_one_thread(tmp_path, monkeypatch):
     """workers=0: numpy's BLAS is limited to one thread while a batch is made (OpenBLAS's threads beside the
     training framework's slowed the resize ~16x on 2 busy cores), and given its threads back after."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     import agegender.data.loader as loader
 
     def blas_threads():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
-    before = blas_threads()
-    if not before or max(before) < 2:
-        pytest.skip("numpy's BLAS runs one thread here already (one core, or a BLAS threadpoolctl cannot see)")
     seen = []
     make = loader._make_batch
 
@@ -131,9 +128,13 @@ def test_batches_prepared_in_this_process_run_blas_on_one_thread(tmp_path, monke
         return make(*args)
 
     monkeypatch.setattr(loader, "_make_batch", spy)
-    batches = Batches(_pngs(tmp_path, 4), AGE, image_size=16, batch_size=2, workers=0)
-    assert len(list(batches)) == 2
-    assert seen == [[1] * len(before)] * 2 and blas_threads() == before
+    with threadpool_limits(limits=2, user_api="blas"):  # the test workers run BLAS on one thread (conftest.py)
+        before = blas_threads()
+        if not before or max(before) < 2:
+            pytest.skip("numpy's BLAS cannot run two threads here (a BLAS threadpoolctl cannot see)")
+        batches = Batches(_pngs(tmp_path, 4), AGE, image_size=16, batch_size=2, workers=0)
+        assert len(list(batches)) == 2
+        assert seen == [[1] * len(before)] * 2 and blas_threads() == before
 
 
 def test_augmentation_is_applied_in_training_only(tmp_path):
