@@ -99,6 +99,22 @@ def ensure_loss_scaling(model) -> None:
                            "mixed_float16 policy (Keras then wraps the optimizer in a LossScaleOptimizer)")
 
 
+def monitor_mode(monitor: str) -> str:
+    """``"max"`` for a monitored value that rises as the model gets better (accuracy, AUC, precision, recall, F1),
+    else ``"min"`` (losses, MAE): Keras 3 infers it only for losses and stops on ``val_age_mae``."""
+    name = monitor.lower()
+    return "max" if any(word in name for word in ("acc", "auc", "precision", "recall", "f1")) else "min"
+
+
+def best_epoch(history: list[dict], monitor: str = "val_loss") -> int | None:
+    """The epoch (1-based, as ``history`` numbers them) whose finite ``monitor`` is best (:func:`monitor_mode`): the
+    one the checkpoint kept; None when no epoch has a finite value."""
+    sign = -1.0 if monitor_mode(monitor) == "max" else 1.0
+    scores = [(sign * h[monitor], h.get("epoch", i + 1)) for i, h in enumerate(history)
+              if isinstance(h.get(monitor), (int, float)) and math.isfinite(h[monitor])]
+    return int(min(scores, key=lambda se: se[0])[1]) if scores else None
+
+
 def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int | None = None,
           monitor: str = "val_loss", verbose: int | str = "auto", extra_callbacks=(), state_dir=None,
           info: dict | None = None) -> list[dict]:
@@ -120,10 +136,12 @@ def train(model, train_ds, val_ds, *, epochs: int, recorder=None, patience: int 
     callbacks = [_callback_classes()["EpochTiming"](), guard]  # first: later callbacks see its keys
     early = checkpoint = None
     if patience is not None:
-        early = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+        early = keras.callbacks.EarlyStopping(monitor=monitor, mode=monitor_mode(monitor), patience=patience,
+                                              restore_best_weights=True)
         callbacks.append(early)
     if recorder is not None:
-        checkpoint = keras.callbacks.ModelCheckpoint(str(recorder.model_path), monitor=monitor, save_best_only=True)
+        checkpoint = keras.callbacks.ModelCheckpoint(str(recorder.model_path), monitor=monitor,
+                                                     mode=monitor_mode(monitor), save_best_only=True)
         callbacks.append(checkpoint)
     callbacks.extend(extra_callbacks)
     if recorder is not None:  # after the extra callbacks: keys they add to the logs (learning_rate) are recorded

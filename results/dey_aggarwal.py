@@ -128,13 +128,12 @@ def kept_age(record) -> dict | None:
 
 
 def best_epoch(record):
-    """The epoch (1-based, as the history numbers them) with the lowest finite validation loss; else the record's."""
-    history = record.get("history") or []
-    scores = [(h.get("val_loss"), h.get("epoch", i + 1)) for i, h in enumerate(history)]
-    finite = [(s, e) for s, e in scores if isinstance(s, (int, float)) and math.isfinite(s)]
-    if finite:
-        return int(min(finite, key=lambda se: se[0])[1])
-    return (record.get("metrics") or {}).get("training", {}).get("best_epoch")
+    """The epoch (1-based, as the history numbers them) the checkpoint kept: the best finite value of the run's
+    ``monitor`` (the paper's validation loss unless ``--set monitor=...`` changed it); else the record's."""
+    from agegender.training import best_epoch as kept
+
+    epoch = kept(record.get("history") or [], (record.get("config") or {}).get("monitor") or "val_loss")
+    return epoch if epoch is not None else (record.get("metrics") or {}).get("training", {}).get("best_epoch")
 
 
 def run_facts(record) -> dict:

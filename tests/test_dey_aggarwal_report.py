@@ -414,5 +414,8 @@ def test_kept_age_reads_the_checkpoint_rule_from_the_history(tmp_path):
     line = next(line for line in report(runs, PUBLISHED).splitlines() if line.startswith("| MobileNet | 2026") and
                 "(epoch" in line)
     assert line == f"| MobileNet | {folder.name} | 2 | **0.300** | 0.100 (epoch 1) | {15 / 65:.3f} | 1–5 % |"
-    age = kept_age(load_runs(runs)[0][0])
+    record = load_runs(runs)[0][0]
+    age = kept_age(record)
     assert age["share"] == pytest.approx((0.01, 0.05))
+    record["config"]["monitor"] = "val_age_mae"  # --set monitor=val_age_mae: the checkpoint follows age alone
+    assert kept_age(record)["kept_epoch"] == 1 and kept_age(record)["kept"] == 0.10

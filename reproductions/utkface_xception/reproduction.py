@@ -8,13 +8,11 @@ Aggarwal's own: the split, the backbones to train, how each is trained, evaluate
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
-
-import numpy as np
 
 from agegender.errors import TrainingDiverged
 from agegender.experiment import Options, Reproduction
+from agegender.training import best_epoch as training_best_epoch
 from reproductions.common import PaperReproduction
 from reproductions.utkface_xception.config import (BACKBONE_ORDER, PAPER, REPRODUCTION, SMOKE_OUT, SPLIT_TABLES,
                                                    DeyExperiment, image_size, parse_weights, smoke)
@@ -238,9 +236,7 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, run, run_id: str,
         history, info = run.fit(model, datasets["train"], datasets["val"], recorder=recorder, epochs=exp.epochs,
                                 monitor=exp.monitor)
         seconds = info["seconds"]  # summed over the processes of a resumed run
-        scores = [h.get(exp.monitor, math.inf) for h in history]
-        finite = [s for s in scores if math.isfinite(s)]
-        best_epoch = int(np.argmin([s if math.isfinite(s) else math.inf for s in scores])) + 1 if finite else None
+        best_epoch = training_best_epoch(history, exp.monitor)
         evaluated, what = run.checkpoint(recorder, model)  # Sec. 4.2: the checkpoint with the lowest validation loss
         which = (f"checkpoint of epoch {best_epoch} (lowest {exp.monitor})" if what == "checkpoint" else
                  "last weights (no checkpoint: the validation loss was never finite)")
