@@ -417,7 +417,11 @@ class Batches:
         if failures:
             paths = self._spec["paths"]
             bad = [{"file": str(paths[i]), "reason": reason} for i, reason in failures]
-            self.report.extend(b for b in bad if b not in self.report)
+            known = {r["file"] for r in self.report}  # once per file: two workers may both have tried it, and
+            for b in bad:  # Pillow's message names an object address, so the two reasons differ
+                if b["file"] not in known:
+                    known.add(b["file"])
+                    self.report.append(b)
             if not self._warned:
                 self._warned = True
                 names = "; ".join(f"{b['file']} ({b['reason']})" for b in bad[:3])
