@@ -488,18 +488,14 @@ def one_thread_each():
                 os.environ[name] = value
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def one_blas_thread():
     """A block in which numpy's BLAS runs on one thread, for batches prepared in this process (``workers=0``):
     OpenBLAS's threads beside the training framework's made each 200 -> 48 px resize take 8 ms instead of 0.5 on
-    2 busy cores. Environment variables cannot do it once numpy is loaded; threadpoolctl sets the library's count."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    2 busy cores. Environment variables cannot do it once numpy is loaded; threadpoolctl sets the library's count.
+    The controller is made anew each time (0.3 ms): one kept from an earlier batch missed a BLAS loaded since."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().limit(limits=1, user_api="blas")
 
 
 def process_context():
