@@ -14,6 +14,7 @@ import numpy as np
 
 from agegender.experiment import Options, Reproduction
 from agegender.records import deviations_from
+from agegender.training import best_epoch
 from reproductions.common import PaperReproduction
 from reproductions.utkface_dual_cnn.config import (GENDER_LABELS, NETWORKS, PAPER, REPRODUCTION, SMOKE_OUT,
                                                    SpezialiExperiment, smoke)
@@ -246,8 +247,7 @@ class _Network:
         exp = self.exp
         metrics = evaluate(self.model, self.network, self.datasets, exp, self.train_age_mean, self.run.say)
         predictions = {s: metrics.pop(f"_{s}_predictions") for s in ("train", "val", "test")}
-        best = min(history, key=lambda h: h.get("val_loss", np.inf)) if history else {}
-        metrics["training"] = {"seconds": seconds, "epochs": len(history), "best_epoch": best.get("epoch"),
+        metrics["training"] = {"seconds": seconds, "epochs": len(history), "best_epoch": best_epoch(history),
                                "last_train_loss": history[-1].get("loss") if history else None,
                                "last_val_loss": history[-1].get("val_loss") if history else None,
                                "stopped_early": len(history) < exp.epochs,

@@ -238,7 +238,7 @@ def run_backbone(exp: DeyExperiment, split, datasets: dict, *, run, run_id: str,
         seconds = info["seconds"]  # summed over the processes of a resumed run
         best_epoch = training_best_epoch(history, exp.monitor)
         evaluated, what = run.checkpoint(recorder, model)  # Sec. 4.2: the checkpoint with the lowest validation loss
-        which = (f"checkpoint of epoch {best_epoch} (lowest {exp.monitor})" if what == "checkpoint" else
+        which = (f"checkpoint of epoch {best_epoch} (best {exp.monitor})" if what == "checkpoint" else
                  "last weights (no checkpoint: the validation loss was never finite)")
         metrics = evaluate(evaluated, datasets, exp, run.say)
         metrics["training"] = {"seconds": seconds, "epochs": len(history), "best_epoch": best_epoch,
