@@ -439,6 +439,11 @@ def test_smoke_run_fills_every_table_and_evaluates_the_claims(generated, tmp_pat
     config = records["utkface_b4_age_g3"]["config"]
     assert (config["gradient_accumulation_steps"], config["micro_batch_size"], config["effective_batch_size"]) == \
         (1, 20, 20)
+    for name, column in (("utkface_b4_age_g3", "val_accuracy"), ("multi_b4_age-gender-race_g3", "val_age_accuracy")):
+        training = records[name]["metrics"]["training"]  # model.keras is the epoch of best validation age accuracy
+        history = pd.read_csv(next((runs / name).glob("*/history.csv")))
+        assert training["checkpoint"] == f"best {column}", name
+        assert training["best_epoch"] == int(history.loc[history[column].idxmax(), "epoch"]), name
     assert records["multi_b4_age-gender-race_g3"]["metrics"]["n_train"] == 80  # 40 IMDB-WIKI + 40 UTKFace rows
     assert records["multi_b4_age-gender-race_g3"]["metrics"]["val"]["age"]["n"] == 10  # age: IMDB-WIKI rows only
     assert len(records["study"]["metrics"]["models"]) == 3  # the study combines both commands

@@ -365,6 +365,7 @@ def train_model(run, spec: ModelSpec, exp: GuYangExperiment, data: dict, micro_b
     from agegender.data.age_groups import age_group_labels
     from agegender.data.pipeline import portable_report
     from agegender.plots import confusion_matrix, learning_curves
+    from agegender.training import best_epoch
 
     run.seed(exp.seed)
     frame = model_frame(spec, data)
@@ -373,10 +374,12 @@ def train_model(run, spec: ModelSpec, exp: GuYangExperiment, data: dict, micro_b
     run.say(f"training {get_label(spec)}: {datasets['n_train']:,} train / {datasets['n_val']:,} validation images, "
             f"{exp.input_size} px, {exp.epochs} epochs, batch {exp.batch_size}"
             + (f" ({accumulation} x {micro_batch})" if accumulation > 1 else ""))
+    monitor = metric_key(spec.tasks, "age", prefix="val_")  # the paper's figure of merit (Figures 4-9)
     history, run_info = run.fit(model, datasets["train"], datasets["val"], recorder=recorder, epochs=exp.epochs,
-                                monitor="val_loss")  # Keras cannot tell the direction of val_age_accuracy
+                                monitor=monitor)
     val = evaluate(model, spec, datasets["val"])
-    best = max(history, key=lambda h: h.get(metric_key(spec.tasks, "age", prefix="val_"), -1)) if history else {}
+    best_at = best_epoch(history, monitor)
+    best = next((h for h in history if h.get("epoch") == best_at), {})
     with atomic.atomic_path(recorder.run_dir / "split.csv") as tmp:
         frame[["file", "split", "age", AGE_COLUMN, "gender", "race", "source"]].to_csv(tmp, index=False)
     metrics = {"model": {"source": spec.source, "backbone": spec.backbone, "task_set": spec.task_set,
@@ -385,7 +388,7 @@ def train_model(run, spec: ModelSpec, exp: GuYangExperiment, data: dict, micro_b
                "training": {"seconds": run_info.get("seconds"), "epochs": len(history), "best_epoch": best.get("epoch"),
                             "best_val_age_accuracy": best.get(metric_key(spec.tasks, "age", prefix="val_")),
                             "resumed_from_epoch": recorder.record.get("resumed_from_epoch"),
-                            "evaluated_weights": "last epoch"}}
+                            "evaluated_weights": "last epoch", "checkpoint": f"best {monitor}"}}
     figures = {"learning_curves": str(learning_curves(history, recorder.run_dir / "learning_curves.png",
                                                        get_label(spec)))}
     figures["age_confusion"] = str(confusion_matrix(val["age"]["confusion_matrix"], age_group_labels(spec.groups),
