@@ -386,7 +386,7 @@ def train_model(run, spec: ModelSpec, exp: GuYangExperiment, data: dict, micro_b
                          "groups": spec.groups},
                "val": val, "n_train": datasets["n_train"], "n_val": datasets["n_val"],
                "training": {"seconds": run_info.get("seconds"), "epochs": len(history), "best_epoch": best.get("epoch"),
-                            "best_val_age_accuracy": best.get(metric_key(spec.tasks, "age", prefix="val_")),
+                            "best_val_age_accuracy": best.get(monitor),
                             "resumed_from_epoch": recorder.record.get("resumed_from_epoch"),
                             "evaluated_weights": "last epoch", "checkpoint": f"best {monitor}"}}
     figures = {"learning_curves": str(learning_curves(history, recorder.run_dir / "learning_curves.png",
