@@ -149,12 +149,17 @@ def _claims(nets) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _seed_spread(*runs) -> float:
+    """2 × the largest sample std among ``runs`` (a side with one run adds no spread): the seed noise the claims use."""
+    return 2 * max(np.std(r, ddof=1) if len(r) > 1 else 0.0 for r in runs)
+
+
 def _noise(a, b) -> tuple[bool, str]:
     """What the seeds say of a difference between the runs ``a`` and ``b``: (whether the means are within 2 std of
     the runs, the words for the evidence). With one run on either side the seed noise is not known yet."""
     if min(len(a), len(b)) < 2:
         return False, "; one run on a side: seed noise not known yet"
-    spread = 2 * max(np.std(a, ddof=1), np.std(b, ddof=1))
+    spread = _seed_spread(a, b)
     if abs(np.mean(a) - np.mean(b)) <= spread:
         return True, f", within 2 std of the runs ({spread:.3f})"
     return False, ""
@@ -167,8 +172,7 @@ def _claim_rows(nets) -> list:
         single = [m["gender_accuracy"] for m in nets["gender"]["test"]]
         dual = [m["gender_accuracy"] for m in nets["dual"]["test"]]
         diff = np.mean(dual) - np.mean(single)
-        spread = max(SIMILAR_ACCURACY, 2 * max(np.std(single, ddof=1) if len(single) > 1 else 0,
-                                               np.std(dual, ddof=1) if len(dual) > 1 else 0))
+        spread = max(SIMILAR_ACCURACY, _seed_spread(single, dual))
         rows.append(("gender accuracy similar in both architectures", ("gender", "dual"),
                      ("holds" if abs(diff) <= spread else "does not hold",
                       f"dual − single = {diff:+.3f} (similar: within {spread:.3f})")))
