@@ -36,6 +36,7 @@ from results.report_common import (CHANCE_MARGIN, classifier_at_chance, fmt_valu
 PAPER_NETWORKS = (("age", "Single-task CNN", "Age task"), ("gender", "Single-task CNN", "Gender task"),
                   ("dual", "Multi-task CNN", "Age task"))
 TITLES = {"age": "single-task age", "gender": "single-task gender", "dual": "dual-task"}
+WITHIN_NOISE = "within seed noise"  # the verdict when the seeds cannot tell the two networks apart
 SIMILAR_ACCURACY = 0.02  # "similar results": within 2 points of accuracy, or within 2 std of the seeds
 READINGS = ("R1", "R2", "R2λ")  # the readings of the printed losses (module docstring)
 CLOSE_FIT = math.log(1.5)  # a reading within 1.5x of the printed losses on average
@@ -181,7 +182,7 @@ def _claim_rows(nets) -> list:
         dual_runs = [m["age_r2"] for m in nets["dual"]["test"]]
         single, dual = np.mean(single_runs), np.mean(dual_runs)
         within, noise = _noise(dual_runs, single_runs)
-        verdict = "within seed noise" if within else "holds" if dual > single else "does not hold"
+        verdict = WITHIN_NOISE if within else "holds" if dual > single else "does not hold"
         rows.append(("age R² better for the dual-task network", ("age", "dual"),
                      (verdict, f"dual {dual:.3f} vs single {single:.3f}{noise}")))
     if all(k in nets for k in ("age", "gender", "dual")):
@@ -368,8 +369,8 @@ def _trainable_claims(groups) -> list[str]:
 def _claims_table(claims) -> list[str]:
     """The markdown lines of a claims table, with what "within seed noise" means when a verdict says it."""
     lines = ["| claim | verdict | evidence |", "|---|---|---|"] + [f"| {c} | {v} | {e} |" for c, v, e in claims]
-    if any(v == "within seed noise" for _, v, _ in claims):
-        lines += ["", "within seed noise: the two means differ by less than 2 std of the runs, so these seeds cannot "
+    if any(v == WITHIN_NOISE for _, v, _ in claims):
+        lines += ["", f"{WITHIN_NOISE}: the two means differ by less than 2 std of the runs, so these seeds cannot "
                       "say which network is better."]
     return lines + [""]
 

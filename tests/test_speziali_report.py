@@ -7,6 +7,10 @@ import json
 import pytest
 
 
+ONE_EPOCH = [{"epoch": 1, "loss": 0.9, "val_loss": 1.0, "gender_loss": 0.3, "age_loss": 60.0, "val_gender_loss": 0.3,
+              "val_age_loss": 70.0}]
+
+
 def _record(tmp, network, seed, *, history, test, seconds=100.0, epochs=None, deviations=None, train=1000):
     folder = tmp / "runs" / "utkface_dual_cnn" / network / f"run-s{seed}"
     folder.mkdir(parents=True)
@@ -153,11 +157,9 @@ def test_a_claim_difference_within_two_std_of_the_seeds_is_said_so(tmp_path):
     instead of reading the means."""
     from results.speziali import report
 
-    hist = [{"epoch": 1, "loss": 0.9, "val_loss": 1.0, "gender_loss": 0.3, "age_loss": 60.0, "val_gender_loss": 0.3,
-             "val_age_loss": 70.0}]
     for seed, (single, dual) in enumerate([(0.60, 0.61), (0.64, 0.62)]):
-        _record(tmp_path, "age", seed, history=hist, test={"age_r2": single, "age_mae_years": 6.0})
-        _record(tmp_path, "dual", seed, history=hist, test={"gender_accuracy": 0.85, "age_r2": dual})
+        _record(tmp_path, "age", seed, history=ONE_EPOCH, test={"age_r2": single, "age_mae_years": 6.0})
+        _record(tmp_path, "dual", seed, history=ONE_EPOCH, test={"gender_accuracy": 0.85, "age_r2": dual})
     text = report(tmp_path / "runs", "results/published/speziali.csv")
     assert "| age R² better for the dual-task network | within seed noise | dual 0.615 vs single 0.620, within 2 std " \
            "of the runs (0.057) |" in text
@@ -169,11 +171,9 @@ def test_gender_similarity_uses_the_spread_of_the_side_with_seeds(tmp_path):
     adds no spread of its own."""
     from results.speziali import report
 
-    hist = [{"epoch": 1, "loss": 0.9, "val_loss": 1.0, "gender_loss": 0.3, "age_loss": 60.0, "val_gender_loss": 0.3,
-             "val_age_loss": 70.0}]
-    _record(tmp_path, "gender", 0, history=hist, test={"gender_accuracy": 0.80})
+    _record(tmp_path, "gender", 0, history=ONE_EPOCH, test={"gender_accuracy": 0.80})
     for seed, acc in enumerate([0.80, 0.86]):
-        _record(tmp_path, "dual", seed, history=hist, test={"gender_accuracy": acc, "age_r2": 0.6})
+        _record(tmp_path, "dual", seed, history=ONE_EPOCH, test={"gender_accuracy": acc, "age_r2": 0.6})
     text = report(tmp_path / "runs", "results/published/speziali.csv")
     assert "| gender accuracy similar in both architectures | holds | dual − single = +0.030 (similar: within " \
            "0.085) |" in text
